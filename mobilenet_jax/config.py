@@ -1,0 +1,200 @@
+"""The run configuration: one frozen dataclass, the single source of truth.
+
+The command line of `train` is generated from it, it is written to `<workdir>/config.json` and
+into every checkpoint, so a run can be reproduced and a model rebuilt without flags.
+"""
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import typing
+from typing import Optional
+
+from mobilenet_jax.model import BLOCK_TYPES, DEPTHWISE_IMPLEMENTATIONS, check_model_args
+
+DTYPES = ("float32", "bfloat16")
+OPTIMIZERS = ("sgd", "rmsprop", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+REFERENCE_BATCH_SIZE = 128  # `lr` is the learning rate at this global batch size
+
+
+def field(default, help, choices=None, flags=None):
+    return dataclasses.field(default=default,
+                             metadata={"help": help, "choices": choices, "flags": flags})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    # --- model -------------------------------------------------------------------------------
+    width_multiplier: float = field(1.0, "width multiplier alpha: every channel count c becomes "
+                                    "max(1, round(alpha*c))", flags=("--alpha", "--width-multiplier"))
+    num_classes: int = field(100, "number of output classes")
+    block: str = field("paper", "'paper': depthwise + one pointwise conv; 'seed': the Julia seed "
+                       "project's block with two pointwise convs", BLOCK_TYPES)
+    stem_stride: int = field(2, "stride of the first 3x3 conv (2 as in the paper; 1 is the usual "
+                             "CIFAR variant, 4x the compute)", (1, 2))
+    dropout: float = field(0.0, "dropout rate before the classifier")
+    dtype: str = field("float32", "computation dtype of activations, convs and matmuls; params, "
+                       "BatchNorm statistics, loss and optimizer state stay float32", DTYPES)
+    depthwise: str = field("auto", "depthwise conv implementation (same parameters for all): 'xla' "
+                           "(nn.Conv feature_group_count), 'slices' (nine shifted slices), 'auto' "
+                           "(the fastest measured for the backend)",
+                           ("auto",) + tuple(DEPTHWISE_IMPLEMENTATIONS))
+    # --- data --------------------------------------------------------------------------------
+    dataset: str = field("cifar100", "tensorflow-datasets name")
+    data_dir: Optional[str] = field(None, "TFDS data dir (default: $TFDS_DATA_DIR or "
+                                    "~/tensorflow_datasets)")
+    offline: bool = field(False, "never try to download the dataset")
+    split: str = field("train", "TFDS split expression to train on")
+    val_fraction: float = field(0.1, "fraction of the training split held out for validation "
+                                "(fixed by the seed); 0 disables validation")
+    resolution: int = field(32, "input resolution NxN (the paper's resolution multiplier is N/32)")
+    augment: bool = field(True, "random crop (4-pixel padding) and horizontal flip in training")
+    # --- optimisation ------------------------------------------------------------------------
+    epochs: int = field(200, "number of training epochs")
+    batch_size: int = field(128, "global batch size, over all devices and hosts")
+    optimizer: str = field("sgd", "sgd (Nesterov momentum), rmsprop (the paper's) or adamw",
+                           OPTIMIZERS)
+    lr: float = field(0.1, f"peak learning rate at batch size {REFERENCE_BATCH_SIZE}; the rate "
+                      f"used is lr * batch_size / {REFERENCE_BATCH_SIZE} (linear scaling rule)")
+    schedule: str = field("cosine", "cosine: linear warm-up then cosine decay to 0; step: x0.1 at "
+                          "50%% and 75%% of training; constant", SCHEDULES)
+    warmup_epochs: float = field(2.0, "linear warm-up length in epochs")
+    momentum: float = field(0.9, "momentum (sgd, rmsprop) or beta1 (adamw)")
+    weight_decay: float = field(5e-4, "weight decay on conv and dense kernels (BatchNorm "
+                                "parameters and biases are not decayed)")
+    label_smoothing: float = field(0.0, "label smoothing of the cross-entropy loss")
+    seed: int = field(0, "seed of initialisation, data order, augmentation and dropout")
+    # --- run control -------------------------------------------------------------------------
+    workdir: str = field(".", "run directory: config.json, metrics.jsonl, TensorBoard events and "
+                         "checkpoints/ go here; rerunning in it resumes")
+    checkpoint_every: int = field(1, "save a checkpoint every N epochs (and always at the end)")
+    keep: int = field(3, "keep the last N checkpoints (plus the best by validation accuracy)")
+    max_steps: Optional[int] = field(None, "stop (and checkpoint) after this many total steps; "
+                                     "the schedule still follows --epochs")
+    progress: bool = field(True, "show a progress bar")
+    distributed: bool = field(False, "call jax.distributed.initialize() (multi-host; also done "
+                              "when a cluster environment such as SLURM is detected)")
+
+    def __post_init__(self):
+        check_model_args(self.width_multiplier, self.num_classes, self.block, self.stem_stride)
+        for f in dataclasses.fields(self):
+            value, choices = getattr(self, f.name), f.metadata["choices"]
+            if choices and value not in choices:
+                raise ValueError(f"{f.name} must be one of {choices}, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value!r}")
+        positive = ("resolution", "epochs", "batch_size", "checkpoint_every", "keep")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps!r}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        for name in ("lr", "warmup_epochs", "momentum", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
+    # Fields that may differ when a run is resumed: they steer the run, not what it computes.
+    RUN_CONTROL = ("workdir", "data_dir", "offline", "checkpoint_every", "keep", "max_steps",
+                   "progress", "distributed", "depthwise")
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown configuration keys {unknown}")
+        return cls(**d)
+
+    def model_kwargs(self, backend: Optional[str] = None) -> dict:
+        """Keyword arguments of `MobileNetV1` for this run."""
+        return dict(num_classes=self.num_classes, width_multiplier=self.width_multiplier,
+                    block=self.block, stem_stride=self.stem_stride, dropout=self.dropout,
+                    dtype=self.dtype, depthwise=resolve_depthwise(self.depthwise, backend))
+
+    def scaled_lr(self) -> float:
+        return self.lr * self.batch_size / REFERENCE_BATCH_SIZE
+
+
+def resolve_depthwise(depthwise: str, backend: Optional[str] = None) -> str:
+    """'auto' -> the implementation measured fastest on the backend (see experiments/)."""
+    if depthwise != "auto":
+        return depthwise
+    if backend is None:
+        import jax
+        backend = jax.default_backend()
+    # CPU: 'slices' measured faster than XLA's grouped conv for training and inference
+    # (experiments/depthwise_cpu.md). Other backends: not measured yet, keep XLA's conv.
+    return "slices" if backend == "cpu" else "xla"
+
+
+def save_json(config: Config, path) -> None:
+    with open(path, "w") as f:
+        json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def load_json(path) -> Config:
+    with open(path) as f:
+        return Config.from_dict(json.load(f))
+
+
+# ---- command line generated from the dataclass ------------------------------------------------
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a bad flag ends in one line and exit code 2 (no usage dump)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _flag_type(f):
+    hint = typing.get_type_hints(Config)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def add_config_flags(parser: argparse.ArgumentParser, names=None, all_optional=False) -> None:
+    """Add one flag per Config field (or per field in `names`).
+
+    With `all_optional`, every default is None so a caller can tell given flags from defaults.
+    """
+    for f in dataclasses.fields(Config):
+        if names is not None and f.name not in names:
+            continue
+        flags = f.metadata["flags"] or ("--" + f.name.replace("_", "-"),)
+        typ = _flag_type(f)
+        default = None if all_optional else f.default
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        if typ is bool:
+            parser.add_argument(*flags, dest=f.name, default=default, help=help_text,
+                                action=argparse.BooleanOptionalAction)
+        else:
+            parser.add_argument(*flags, dest=f.name, type=typ, default=default, help=help_text,
+                                choices=f.metadata["choices"],
+                                metavar=None if f.metadata["choices"] else typ.__name__.upper())
+
+
+def config_from_args(args: argparse.Namespace, base: Optional[Config] = None) -> Config:
+    base = base or Config()
+    names = {f.name for f in dataclasses.fields(Config)}
+    return base.replace(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+
+
+def fail(message: str) -> typing.NoReturn:
+    """End a command with one clear line and exit code 2 (bad input, not a bug)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)

@@ -1,0 +1,191 @@
+"""The network against independent references: the paper's channel rule, a naive depthwise
+convolution written as numpy loops, hand-derived output shapes and BatchNorm's definition."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+import mobilenet_jax as mj
+from mobilenet_jax.model import MobileNetV1, SlicedDepthwiseConv
+
+
+def naive_depthwise(x, kernel, stride):
+    """x (N,H,W,C), kernel (3,3,1,C), symmetric zero padding 1: a per-channel loop."""
+    n, h, w, c = x.shape
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    oh, ow = (h + 2 - 3) // stride + 1, (w + 2 - 3) // stride + 1
+    out = np.zeros((n, oh, ow, c), np.float64)
+    for ch in range(c):
+        for i in range(oh):
+            for j in range(ow):
+                patch = xp[:, i * stride:i * stride + 3, j * stride:j * stride + 3, ch]
+                out[:, i, j, ch] = (patch * kernel[:, :, 0, ch]).sum(axis=(1, 2))
+    return out
+
+
+def test_width_rule_channels_in_param_tree():
+    init, _ = mj.functions(mj.Config(width_multiplier=0.1))
+    params = init(jax.random.key(0), (1, 32, 32, 3))["params"]
+    channels = [params["stem"]["kernel"].shape[-1]]
+    channels += [params[f"block{i}"]["pointwise"]["kernel"].shape[-1] for i in range(1, 14)]
+    # max(1, round(0.1*c)) with round half to even, from the issue's table
+    assert channels == [3, 6, 13, 13, 26, 26, 51, 51, 51, 51, 51, 51, 102, 102]
+    assert params["classifier"]["kernel"].shape == (102, 100)
+
+
+@pytest.mark.parametrize("channels,alpha,expected", [
+    (64, 0.005, 1), (64, 1 / 64, 1), (64, 0.5, 32), (64, 2.0, 128),
+    (20, 0.125, 2), (28, 0.125, 4)])  # 2.5 -> 2 and 3.5 -> 4: round half to even
+def test_width_rule_tiny_large_and_ties(channels, alpha, expected):
+    assert mj.scaled_channels(channels, alpha) == expected
+
+
+def test_seed_block_has_two_pointwise_convs():
+    init, _ = mj.functions(mj.Config(width_multiplier=0.1, block="seed"))
+    block = init(jax.random.key(0), (1, 32, 32, 3))["params"]["block13"]
+    # hidden = max(1, round(102 * 0.9997)) = 102
+    assert block["pointwise_hidden"]["kernel"].shape == (1, 1, 102, 102)
+    assert block["pointwise"]["kernel"].shape == (1, 1, 102, 102)
+
+
+@pytest.mark.parametrize("implementation", ["xla", "slices"])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [7, 8])
+def test_depthwise_equals_naive_loop(implementation, stride, size):
+    rng = np.random.default_rng(stride * 100 + size)
+    x = rng.normal(size=(2, size, size, 5)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3, 1, 5)).astype(np.float32)
+    cls = mj.model.DEPTHWISE_IMPLEMENTATIONS[implementation]
+    conv = cls(5, (3, 3), strides=stride, padding=((1, 1), (1, 1)), feature_group_count=5,
+               use_bias=False)
+    y = conv.apply({"params": {"kernel": jnp.asarray(kernel)}}, jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(y), naive_depthwise(x, kernel, stride),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("stem_stride,final", [(2, 1), (1, 2)])
+def test_output_shapes_32x32(stem_stride, final):
+    model = MobileNetV1(num_classes=100, width_multiplier=0.25, stem_stride=stem_stride)
+    x = jnp.zeros((3, 32, 32, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, capture_intermediates=True))
+    last = variables["intermediates"]["block13"]["__call__"][0]
+    assert last.shape == (3, final, final, 256)
+    logits = jax.eval_shape(lambda v: model.apply(v, x), {"params": variables["params"],
+                                                         "batch_stats": variables["batch_stats"]})
+    assert logits.shape == (3, 100)
+    features = jax.eval_shape(lambda v: model.apply(v, x, features_only=True),
+                              {"params": variables["params"],
+                               "batch_stats": variables["batch_stats"]})
+    assert features.shape == (3, 256)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    init, apply = mj.functions(mj.Config(width_multiplier=0.1, num_classes=10, depthwise="xla"))
+    variables = init(jax.random.key(0), (1, 32, 32, 3))
+    images = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+    return init, apply, variables, images
+
+
+def test_apply_under_jit_matches_eager(tiny):
+    _, apply, variables, images = tiny
+    eager = apply(variables, images)
+    jitted = jax.jit(apply)(variables, images)
+    assert eager.shape == (4, 10)
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=1e-5, atol=1e-6)
+
+
+def test_grad_is_finite_and_nonzero_for_every_parameter(tiny):
+    _, apply, variables, images = tiny
+    labels = jnp.arange(4) % 10
+
+    def loss(params):
+        logits, _ = apply({"params": params, "batch_stats": variables["batch_stats"]}, images,
+                          train=True)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+
+    grads = jax.jit(jax.grad(loss))(variables["params"])
+    flat = jax.tree_util.tree_leaves_with_path(grads)
+    assert len(flat) == len(jax.tree.leaves(variables["params"]))
+    for path, g in flat:
+        assert bool(jnp.all(jnp.isfinite(g))), path
+        assert float(jnp.abs(g).max()) > 0, path
+
+
+def test_vmap_over_examples_matches_batch(tiny):
+    _, apply, variables, images = tiny
+    per_example = jax.vmap(lambda im: apply(variables, im[None])[0])(images)
+    np.testing.assert_allclose(np.asarray(per_example), np.asarray(apply(variables, images)),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_train_uses_batch_stats_eval_uses_running(tiny):
+    """Train mode normalises with the batch's own statistics and moves the running averages by
+    (1 - momentum) toward them; eval mode uses the stored averages."""
+    _, apply, variables, images = tiny
+    model = MobileNetV1(num_classes=10, width_multiplier=0.1)
+    x = 3.0 + 2.0 * images  # far from the initial running stats (mean 0, var 1)
+    _, state = model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"],
+                           capture_intermediates=True)
+    stem_out = np.asarray(state["intermediates"]["stem"]["__call__"][0], np.float64)
+    mean, var = stem_out.mean(axis=(0, 1, 2)), stem_out.var(axis=(0, 1, 2))
+    new = state["batch_stats"]["stem_bn"]
+    np.testing.assert_allclose(np.asarray(new["mean"]), 0.1 * mean, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(new["var"]), 0.9 + 0.1 * var, rtol=1e-4, atol=1e-6)
+    bn_out = np.asarray(state["intermediates"]["stem_bn"]["__call__"][0], np.float64)
+    np.testing.assert_allclose(bn_out.mean(axis=(0, 1, 2)), 0, atol=1e-4)  # batch-normalised
+    # eval: y = (x - running_mean) / sqrt(running_var + eps), gamma=1, beta=0 at init
+    out = model.apply(variables, x, capture_intermediates=True,
+                      mutable=["intermediates"])[1]["intermediates"]
+    eval_bn = np.asarray(out["stem_bn"]["__call__"][0], np.float64)
+    eval_in = np.asarray(out["stem"]["__call__"][0], np.float64)
+    np.testing.assert_allclose(eval_bn, eval_in / math.sqrt(1 + 1e-5), rtol=1e-4, atol=1e-5)
+
+
+def test_train_mode_returns_updated_batch_stats_and_dropout_uses_rng():
+    init, apply = mj.functions(mj.Config(width_multiplier=0.1, dropout=0.5, num_classes=10))
+    variables = init(jax.random.key(0), (1, 32, 32, 3))
+    images = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+    a, stats = apply(variables, images, train=True, rng=jax.random.key(1))
+    b, _ = apply(variables, images, train=True, rng=jax.random.key(2))
+    assert not np.allclose(np.asarray(a), np.asarray(b))  # different dropout masks
+    changed = jax.tree.map(lambda u, v: not np.allclose(u, v), stats, variables["batch_stats"])
+    assert all(jax.tree.leaves(changed))
+
+
+def test_bfloat16_computes_in_bf16_with_float32_params():
+    model = MobileNetV1(num_classes=10, width_multiplier=0.25, dtype=jnp.bfloat16)
+    x = jnp.ones((2, 32, 32, 3))
+    variables = model.init(jax.random.key(0), x)
+    assert {p.dtype for p in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+    _, state = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
+    assert state["intermediates"]["block5"]["__call__"][0].dtype == jnp.bfloat16
+    assert model.apply(variables, x).dtype == jnp.float32
+
+
+def test_probabilities_sum_to_one():
+    p = mj.probabilities(jnp.array([[0.0, np.log(3.0)]]))
+    np.testing.assert_allclose(np.asarray(p), [[0.25, 0.75]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,bad", [
+    (dict(width_multiplier=0.0), "0.0"), (dict(width_multiplier=-1.0), "-1.0"),
+    (dict(width_multiplier=float("nan")), "nan"), (dict(width_multiplier=float("inf")), "inf"),
+    (dict(num_classes=0), "0"), (dict(block="resnet"), "resnet"),
+    (dict(depthwise="fft"), "fft"),
+])
+def test_invalid_model_configurations_raise_value_error(kwargs, bad):
+    with pytest.raises(ValueError, match=bad):
+        MobileNetV1(**kwargs)
+    with pytest.raises(ValueError, match=bad):
+        mj.Config(**kwargs)
+
+
+def test_invalid_resolution_raises_value_error():
+    with pytest.raises(ValueError, match="resolution.*0"):
+        mj.Config(resolution=0)
+    with pytest.raises(ValueError, match="resolution.*-3"):
+        mj.summary.summarize(MobileNetV1(), -3)
