@@ -188,12 +188,6 @@ def add_config_flags(parser: argparse.ArgumentParser, names=None, all_optional=F
                                 metavar=None if f.metadata["choices"] else typ.__name__.upper())
 
 
-def config_from_args(args: argparse.Namespace, base: Optional[Config] = None) -> Config:
-    base = base or Config()
-    names = {f.name for f in dataclasses.fields(Config)}
-    return base.replace(**{k: v for k, v in vars(args).items() if k in names and v is not None})
-
-
 def fail(message: str) -> typing.NoReturn:
     """End a command with one clear line and exit code 2 (bad input, not a bug)."""
     print(f"error: {message}", file=sys.stderr, flush=True)

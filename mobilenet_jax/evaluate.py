@@ -1,0 +1,106 @@
+"""Evaluate a checkpoint: top-1, top-5, mean loss (and per-class accuracy).
+
+    python -m mobilenet_jax.evaluate --ckpt checkpoints/latest
+
+--ckpt takes a run workdir, its checkpoints/ dir, `latest` or one step's dir. The model is
+rebuilt from the config stored in the checkpoint; model flags, when given, must match it.
+"""
+import argparse
+import functools
+import json
+
+import jax
+import numpy as np
+
+from mobilenet_jax import checkpoint as ckpt_lib
+from mobilenet_jax import data
+from mobilenet_jax.config import OneLineErrorParser, add_config_flags, fail
+from mobilenet_jax.model import MobileNetV1
+from mobilenet_jax.train import (Devices, create_optimizer, create_train_state, eval_step,
+                                 learning_rate_schedule)
+
+MODEL_FLAGS = ("width_multiplier", "num_classes", "block", "stem_stride", "dtype", "depthwise",
+               "resolution")
+# May differ from training: they change how the same weights are run, not which weights.
+FREE_FLAGS = ("dtype", "depthwise")
+
+
+def load_state(step_dir, overrides: dict | None = None):
+    """Rebuild the TrainState of a checkpoint from the config stored in it."""
+    config = ckpt_lib.read_config(step_dir)
+    for name, value in (overrides or {}).items():
+        if name not in FREE_FLAGS and getattr(config, name) != value:
+            raise ckpt_lib.CheckpointError(
+                f"checkpoint {step_dir} is a model with {name}={getattr(config, name)!r}, but "
+                f"{name}={value!r} was passed; drop the flag or pass a matching checkpoint")
+    config = config.replace(**(overrides or {}))
+    model = MobileNetV1(**config.model_kwargs())
+    tx = create_optimizer(config, learning_rate_schedule(config, 1))
+    devices = Devices(jax.device_count())
+    abstract = devices.abstract(jax.eval_shape(
+        functools.partial(create_train_state, config, model, tx), jax.random.key(0)))
+    state, _, position = ckpt_lib.restore_step(step_dir, abstract)
+    return state, config, position, devices
+
+
+def evaluate(step_dir, split: str = "test", data_dir=None, offline: bool = False,
+             batch_size: int = 1000, overrides: dict | None = None) -> dict:
+    state, config, position, devices = load_state(step_dir, overrides)
+    batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
+    dataset = data.load(config.dataset, split, data_dir or config.data_dir, offline)
+    step_fn = jax.jit(functools.partial(eval_step, config=config))
+    per_class_correct = np.zeros(config.num_classes)
+    per_class_count = np.zeros(config.num_classes)
+    sums = {"loss": 0.0, "top1": 0.0, "top5": 0.0, "count": 0.0}
+    for local in data.eval_batches(dataset, batch_size, devices.process_index,
+                                   devices.process_count):
+        batch = devices.global_batch(local)
+        metrics, correct = jax.device_get(step_fn(state, batch))
+        for k in sums:
+            sums[k] += float(metrics[k])
+        labels, mask = jax.device_get(batch["label"]), jax.device_get(batch["mask"]) > 0
+        np.add.at(per_class_correct, labels[mask], correct[mask])
+        np.add.at(per_class_count, labels[mask], 1)
+    n = sums["count"]
+    names = dataset.class_names or tuple(str(i) for i in range(config.num_classes))
+    return {"checkpoint": str(step_dir), "step": position["step"], "split": split,
+            "examples": int(n), "top1": sums["top1"] / n, "top5": sums["top5"] / n,
+            "loss": sums["loss"] / n,
+            "per_class": {names[c]: {"label": c, "examples": int(per_class_count[c]),
+                                     "top1": per_class_correct[c] / per_class_count[c]}
+                          for c in range(config.num_classes) if per_class_count[c]}}
+
+
+def main(argv=None):
+    parser = OneLineErrorParser(prog="python -m mobilenet_jax.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", required=True, help="run workdir, checkpoints dir, latest, or step dir")
+    parser.add_argument("--split", default="test", help="TFDS split expression (default: test)")
+    parser.add_argument("--batch-size", type=int, default=1000, help="default: 1000")
+    parser.add_argument("--per-class", action="store_true", help="print per-class accuracy")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    add_config_flags(parser, names=("data_dir", "offline") + MODEL_FLAGS, all_optional=True)
+    args = parser.parse_args(argv)
+    overrides = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None}
+    try:
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        step_dir = ckpt_lib.resolve(args.ckpt)
+        result = evaluate(step_dir, args.split, args.data_dir, bool(args.offline),
+                          args.batch_size, overrides)
+    except (ValueError, data.DataError, ckpt_lib.CheckpointError) as e:
+        fail(str(e))
+    print(f"{result['checkpoint']} (step {result['step']}), split {result['split']}: "
+          f"{result['examples']} examples  top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}"
+          f"  loss {result['loss']:.4f}")
+    if args.per_class:
+        print(f"{'label':>5}  {'class':<24} {'examples':>8} {'top-1':>7}")
+        for name, r in result["per_class"].items():
+            print(f"{r['label']:>5}  {name:<24} {r['examples']:>8} {r['top1']:>7.4f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
