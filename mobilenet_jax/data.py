@@ -46,6 +46,8 @@ def load(name: str, split: str, data_dir: Optional[str] = None, offline: bool = 
     """Read a TFDS split into memory. Downloads on first use unless `offline`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow_datasets as tfds  # imported here: only data loading needs TensorFlow
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.ERROR)  # tfds warns about what we report ourselves
     try:
         import tensorflow as tf
         tf.config.set_visible_devices([], "GPU")  # TensorFlow must not take GPU memory from JAX
