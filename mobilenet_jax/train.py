@@ -284,8 +284,9 @@ def train(config: Config) -> dict:
         save_json(config, workdir / "config.json")
 
     p_train_step = jax.jit(functools.partial(train_step, config=config, schedule=schedule),
-                           donate_argnums=0)
-    p_eval_step = jax.jit(functools.partial(eval_step, config=config))
+                           out_shardings=devices.replicated, donate_argnums=0)
+    p_eval_step = jax.jit(functools.partial(eval_step, config=config),
+                          out_shardings=(devices.replicated, devices.batch_sharded))
     log = MetricsLog(workdir, main_process)
     stop = StopRequest()
     rng_data = np.asarray(jax.random.key_data(base_rng)).tolist()
