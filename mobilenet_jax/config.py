@@ -136,8 +136,11 @@ def resolve_depthwise(depthwise: str, backend: Optional[str] = None) -> str:
     if backend is None:
         import jax
         backend = jax.default_backend()
-    # CPU: 'slices' measured faster than XLA's grouped conv for training and inference
-    # (experiments/depthwise_cpu.md). Other backends: not measured yet, keep XLA's conv.
+    # CPU: 'slices' measured fastest for the whole training step and for inference (several
+    # times XLA's grouped conv; 'vjp' within noise of it in the full step): see
+    # experiments/depthwise_cpu.md and `python -m mobilenet_jax.benchmark --depthwise ...`.
+    # GPU/TPU: no such machine was available to measure on, so keep XLA's own grouped conv
+    # (cuDNN has dedicated depthwise kernels) until the benchmark says otherwise.
     return "slices" if backend == "cpu" else "xla"
 
 

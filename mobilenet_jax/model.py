@@ -45,14 +45,86 @@ def check_model_args(width_multiplier, num_classes, block, stem_stride=2) -> Non
         raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
 
 
-class SlicedDepthwiseConv(nn.Module):
-    """3x3 depthwise conv as nine shifted (strided) slices times per-channel weights, summed.
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
 
-    Same parameter ('kernel', shape (kh, kw, 1, C)) and call signature as
-    `nn.Conv(feature_group_count=C, use_bias=False)`, so checkpoints are interchangeable.
-    XLA lowers these to fused elementwise loops, which on CPU are much faster than its grouped
-    convolution, above all in the backward pass (jax issues 13800, 23713).
+
+def _shifted_sum(xp, kernel, out_hw, strides):
+    """sum_ij xp[:, s*y+i, s*x+j, :] * kernel[i, j]: a 'valid' depthwise conv of padded xp."""
+    (kh, kw, _), (sh, sw), (out_h, out_w) = kernel.shape, strides, out_hw
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            window = jax.lax.slice(
+                xp, (0, i, j, 0),
+                (xp.shape[0], i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, xp.shape[3]),
+                (1, sh, sw, 1))
+            term = window * kernel[i, j]
+            out = term if out is None else out + term
+    return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def depthwise_conv_vjp(x, kernel, strides, padding):
+    """Depthwise conv, NHWC x (kh, kw, C) kernel, explicit ((lo, hi), (lo, hi)) padding.
+
+    Forward as shifted slices; the backward pass is written by hand instead of XLA's
+    autodiff of the slices: the input gradient is the same shifted-slice sum over the
+    (stride-dilated, padded) output gradient with the kernel flipped, and the kernel gradient
+    is one fused reduction of the nine shifted input windows times the output gradient.
     """
+    return _depthwise_fwd(x, kernel, strides, padding)[0]
+
+
+def _out_hw(x, kernel, strides, padding):
+    (kh, kw, _), (sh, sw) = kernel.shape, strides
+    (pt, pb), (pl, pr) = padding
+    return ((x.shape[1] + pt + pb - kh) // sh + 1, (x.shape[2] + pl + pr - kw) // sw + 1)
+
+
+def _depthwise_fwd(x, kernel, strides, padding):
+    xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    return _shifted_sum(xp, kernel, _out_hw(x, kernel, strides, padding), strides), (x, kernel)
+
+
+def _depthwise_bwd(strides, padding, residuals, g):
+    x, kernel = residuals
+    # Materialise the incoming gradient once: otherwise XLA fuses its producers (BatchNorm's
+    # and the activation's backward) into every one of the consumers below and recomputes them.
+    g = jax.lax.optimization_barrier(g)
+    (kh, kw, _), (sh, sw) = kernel.shape, strides
+    (pt, _), (pl, _) = padding
+    n, h, w, c = x.shape
+    out_h, out_w = g.shape[1], g.shape[2]
+    # Input gradient: a stride-1 'valid' conv of the dilated, padded gradient, kernel flipped.
+    lo_h, lo_w = kh - 1 - pt, kw - 1 - pl
+    hi_h = h + kh - 1 - lo_h - ((out_h - 1) * sh + 1)
+    hi_w = w + kw - 1 - lo_w - ((out_w - 1) * sw + 1)
+    zero = jnp.zeros((), g.dtype)
+    gp = jax.lax.pad(g, zero, ((0, 0, 0), (lo_h, hi_h, sh - 1), (lo_w, hi_w, sw - 1), (0, 0, 0)))
+    dx = _shifted_sum(gp, kernel[::-1, ::-1].astype(g.dtype), (h, w), (1, 1))
+    # Kernel gradient: for each tap, sum over batch and positions of window * gradient.
+    xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    # XLA:CPU is several times slower when the shifted slice is fused into the reduction
+    # than when each product is materialised first and then reduced as a plain
+    # (positions, C) column sum: hence the optimization barriers.
+    products = []
+    for i in range(kh):
+        for j in range(kw):
+            window = jax.lax.slice(
+                xp, (0, i, j, 0), (n, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, c),
+                (1, sh, sw, 1))
+            products.append(jax.lax.optimization_barrier(window * g).reshape(-1, c))
+    taps = [jnp.sum(p.astype(jnp.float32), axis=0) for p in products]
+    dk = jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+    return dx.astype(x.dtype), dk
+
+
+depthwise_conv_vjp.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+class _DepthwiseBase(nn.Module):
+    """Shared fields and checks of the depthwise implementations (nn.Conv's signature)."""
     features: int
     kernel_size: Sequence[int] = (3, 3)
     strides: Any = 1
@@ -63,32 +135,49 @@ class SlicedDepthwiseConv(nn.Module):
     param_dtype: Any = jnp.float32
     kernel_init: Callable = nn.initializers.lecun_normal()
 
-    @nn.compact
-    def __call__(self, x):
+    def _kernel_and_input(self, x):
         channels = x.shape[-1]
         if self.feature_group_count != channels or self.features != channels or self.use_bias:
-            raise ValueError("SlicedDepthwiseConv supports only bias-free depthwise convs "
+            raise ValueError(f"{type(self).__name__} supports only bias-free depthwise convs "
                              f"(features == feature_group_count == {channels})")
+        if isinstance(self.padding, str):
+            raise ValueError(f"{type(self).__name__} needs explicit padding, got {self.padding!r}")
         kh, kw = self.kernel_size
-        sh, sw = (self.strides, self.strides) if isinstance(self.strides, int) else self.strides
         kernel = self.param("kernel", self.kernel_init, (kh, kw, 1, channels), self.param_dtype)
         x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-        x = jnp.pad(x, ((0, 0), *self.padding, (0, 0)))
-        out_h = (x.shape[1] - kh) // sh + 1
-        out_w = (x.shape[2] - kw) // sw + 1
-        out = None
-        for i in range(kh):
-            for j in range(kw):
-                window = jax.lax.slice(
-                    x, (0, i, j, 0),
-                    (x.shape[0], i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, channels),
-                    (1, sh, sw, 1))
-                term = window * kernel[i, j, 0]
-                out = term if out is None else out + term
-        return out
+        return x, kernel
 
 
-DEPTHWISE_IMPLEMENTATIONS = {"xla": nn.Conv, "slices": SlicedDepthwiseConv}
+class SlicedDepthwiseConv(_DepthwiseBase):
+    """3x3 depthwise conv as nine shifted (strided) slices times per-channel weights, summed.
+
+    Same parameter ('kernel', shape (kh, kw, 1, C)) and call signature as
+    `nn.Conv(feature_group_count=C, use_bias=False)`, so checkpoints are interchangeable.
+    XLA lowers these to fused elementwise loops, which on CPU are much faster than its grouped
+    convolution, above all in the backward pass (jax issues 13800, 23713).
+    """
+
+    @nn.compact
+    def __call__(self, x):
+        x, kernel = self._kernel_and_input(x)
+        kernel, strides = kernel[:, :, 0, :], _pair(self.strides)
+        padding = tuple(tuple(p) for p in self.padding)
+        xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+        return _shifted_sum(xp, kernel, _out_hw(x, kernel, strides, padding), strides)
+
+
+class VJPDepthwiseConv(_DepthwiseBase):
+    """Shifted slices forward, hand-written backward (`depthwise_conv_vjp`)."""
+
+    @nn.compact
+    def __call__(self, x):
+        x, kernel = self._kernel_and_input(x)
+        padding = tuple(tuple(p) for p in self.padding)
+        return depthwise_conv_vjp(x, kernel[:, :, 0, :], _pair(self.strides), padding)
+
+
+DEPTHWISE_IMPLEMENTATIONS = {"xla": nn.Conv, "slices": SlicedDepthwiseConv,
+                             "vjp": VJPDepthwiseConv}
 
 
 class DepthwiseSeparable(nn.Module):
@@ -144,10 +233,12 @@ class MobileNetV1(nn.Module):
         depthwise_conv = functools.partial(DEPTHWISE_IMPLEMENTATIONS[self.depthwise],
                                            use_bias=False, dtype=self.dtype, kernel_init=glorot)
         # Statistics are reduced in float32 even for bfloat16 activations; under jit over a
-        # sharded batch the mean is over the global batch (synchronised BatchNorm).
+        # sharded batch the mean is over the global batch (synchronised BatchNorm). The variance
+        # is mean((x - mean)^2), not mean(x^2) - mean^2, which cancels badly on the
+        # low-variance channels of narrow (small alpha) layers.
         norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                                  momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                                 dtype=self.dtype)
+                                 dtype=self.dtype, use_fast_variance=False)
         act = nn.relu6
         width = functools.partial(scaled_channels, width_multiplier=self.width_multiplier)
 

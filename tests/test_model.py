@@ -9,7 +9,8 @@ import pytest
 from flax import linen as nn
 
 import mobilenet_jax as mj
-from mobilenet_jax.model import MobileNetV1, SlicedDepthwiseConv
+from mobilenet_jax.model import MobileNetV1
+from mobilenet_jax.summary import summarize
 
 
 def naive_depthwise(x, kernel, stride):
@@ -188,4 +189,4 @@ def test_invalid_resolution_raises_value_error():
     with pytest.raises(ValueError, match="resolution.*0"):
         mj.Config(resolution=0)
     with pytest.raises(ValueError, match="resolution.*-3"):
-        mj.summary.summarize(MobileNetV1(), -3)
+        summarize(MobileNetV1(), -3)

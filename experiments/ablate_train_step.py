@@ -1,0 +1,117 @@
+"""Where does the CPU training step spend its time? Ablations of the real train step.
+
+    .venv/bin/python experiments/ablate_train_step.py --alphas 0.1,1.0 --variants base,pw_dot,...
+
+Each variant swaps one component of the model (by patching the `nn` namespace that
+mobilenet_jax.model uses, so MobileNetV1's code and parameter layout stay as they are) and
+times `train.train_step` jitted as train.py does. Ratios are within one process. Variants that
+remove work (no_bn, cheap_dw, sgd_only) are not correct models: they only bound a component's cost.
+"""
+import argparse
+import functools
+import statistics
+import sys
+import time
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+import mobilenet_jax.model as model_mod
+from mobilenet_jax import benchmark
+from mobilenet_jax.config import Config
+
+
+class DotConv(nn.Conv):
+    """nn.Conv, but a 1x1 stride-1 conv runs as a dot_general over (N*H*W, Cin) x (Cin, Cout)."""
+
+    @nn.compact
+    def __call__(self, x):
+        ks = tuple(self.kernel_size)
+        if ks != (1, 1) or self.feature_group_count != 1 or self.use_bias:
+            return nn.Conv.__call__(self, x)
+        cin = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (1, 1, cin, self.features),
+                            self.param_dtype)
+        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+        return jax.lax.dot_general(x, kernel[0, 0], (((3,), (0,)), ((), ())))
+
+
+class Identity(nn.Module):
+    use_running_average: bool = False
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    dtype: object = None
+
+    @nn.compact
+    def __call__(self, x):
+        self.variable("batch_stats", "unused", jnp.zeros, (1,))
+        return x
+
+
+class CheapDepthwise(model_mod._DepthwiseBase):
+    """Not a conv: the centre tap only (bounds the depthwise conv's share of the step)."""
+
+    @nn.compact
+    def __call__(self, x):
+        x, kernel = self._kernel_and_input(x)
+        s = model_mod._pair(self.strides)
+        return x[:, ::s[0], ::s[1], :] * kernel[1, 1, 0]
+
+
+def patched_nn(**overrides):
+    ns = types.SimpleNamespace(**{k: getattr(nn, k) for k in dir(nn) if not k.startswith("__")})
+    for k, v in overrides.items():
+        setattr(ns, k, v)
+    return ns
+
+
+VARIANTS = {
+    "base": {},
+    "pw_dot": {"Conv": DotConv},
+    "no_bn": {"BatchNorm": Identity},
+    "cheap_dw": {"depthwise": CheapDepthwise},
+}
+
+
+def run_variant(name, config, timing):
+    over = dict(VARIANTS[name])
+    dw = over.pop("depthwise", None)
+    saved_nn, saved_impl = model_mod.nn, dict(model_mod.DEPTHWISE_IMPLEMENTATIONS)
+    try:
+        model_mod.nn = patched_nn(**over)
+        if dw is not None:
+            model_mod.DEPTHWISE_IMPLEMENTATIONS[config.depthwise] = dw
+        res = benchmark.bench_train(config, timing, pipeline=False)
+    finally:
+        model_mod.nn = saved_nn
+        model_mod.DEPTHWISE_IMPLEMENTATIONS.clear()
+        model_mod.DEPTHWISE_IMPLEMENTATIONS.update(saved_impl)
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--alphas", default="0.1,1.0")
+    ap.add_argument("--depthwise", default="slices")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--min-time", type=float, default=3.0)
+    a = ap.parse_args()
+    timing = dict(warmup=2, min_steps=10, min_time_s=a.min_time, max_time_s=20.0)
+    print(" ".join(sys.argv), flush=True)
+    for alpha in [float(v) for v in a.alphas.split(",")]:
+        base = None
+        for v in a.variants.split(","):
+            cfg = Config(width_multiplier=alpha, batch_size=a.batch_size, depthwise=a.depthwise)
+            r = run_variant(v, cfg, timing)
+            base = base or r["median_step_s"]
+            print(f"alpha {alpha} {a.depthwise:>7} {v:<10} {1000 * r['median_step_s']:8.2f} ms  "
+                  f"{r['img_per_s']:8.0f} img/s  x{base / r['median_step_s']:.2f} vs first  "
+                  f"compile {r['compile_s']:.1f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,347 @@
+"""Throughput of the real training step and of inference, on synthetic CIFAR-shaped data.
+
+    python -m mobilenet_jax.benchmark --alphas 0.1,0.25,1.0 --depthwise xla,slices,auto
+    python -m mobilenet_jax.benchmark --smoke --json /tmp/bench.json
+
+Times `mobilenet_jax.train.train_step` jitted exactly as `train.py` does it
+(`functools.partial(train_step, config=config, schedule=schedule)`, `donate_argnums=0`, state
+replicated and batch sharded over the device mesh) on synthetic uint8 32x32 batches, and
+`train.eval_step` for inference. Timing follows /work/shared/bench/bench_util.py: warm-up steps,
+then at least 20 steps and 4 s (at most 30 s), median step time. Also reported: compile time,
+peak memory (process max RSS on CPU; device peak bytes where the backend reports them, and
+XLA's own estimate of the compiled step's buffers), achieved GFLOP/s (train: 3 x 2 x forward
+mult-adds per image, inference: 2 x mult-adds) next to a measured float32 2048^3 matmul, and
+the input pipeline's cost: the same step without augmentation, and the host-side batch
+creation (`data.train_batches` gather + `make_array_from_process_local_data`).
+"""
+import argparse
+import functools
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mobilenet_jax import data
+from mobilenet_jax.config import Config, DTYPES, OneLineErrorParser, fail, resolve_depthwise
+from mobilenet_jax.model import DEPTHWISE_IMPLEMENTATIONS, MobileNetV1
+from mobilenet_jax.summary import summarize, totals
+
+WARMUP, MIN_STEPS, MIN_TIME_S, MAX_TIME_S, MIN_STEPS_HARD = 3, 20, 4.0, 30.0, 5
+SMOKE = dict(warmup=1, min_steps=2, min_time_s=0.0, max_time_s=5.0)
+DATASET_IMAGE = (32, 32, 3)  # CIFAR: the step resizes to --resolution itself, as in training
+STEPS_PER_EPOCH = 390        # CIFAR-100 train split / 128; only shapes the lr schedule
+
+
+def time_steps(step_fn, sync_fn, warmup=WARMUP, min_steps=MIN_STEPS, min_time_s=MIN_TIME_S,
+               max_time_s=MAX_TIME_S):
+    """bench_util.time_steps: warm-up, then >= min_steps and >= min_time_s; median step time."""
+    for _ in range(warmup):
+        sync_fn(step_fn())
+    times, start = [], time.perf_counter()
+    while True:
+        t = time.perf_counter()
+        sync_fn(step_fn())
+        times.append(time.perf_counter() - t)
+        elapsed, n = time.perf_counter() - start, len(times)
+        if ((n >= min_steps and elapsed >= min_time_s)
+                or (elapsed >= max_time_s and n >= min(MIN_STEPS_HARD, min_steps))):
+            break
+    q = statistics.quantiles(times, n=4) if len(times) >= 4 else [min(times), 0, max(times)]
+    med = statistics.median(times)
+    return {"steps": len(times), "median_step_s": med, "min_step_s": min(times),
+            "iqr_rel": (q[2] - q[0]) / med}
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import flax
+    import jaxlib
+    import optax
+    dev = jax.devices()[0]
+    return {"cpu": cpu, "cpu_count": os.cpu_count(),
+            "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "backend": jax.default_backend(), "device_kind": dev.device_kind,
+            "device_count": jax.device_count(), "host": platform.node(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
+                         "flax": flax.__version__, "optax": optax.__version__,
+                         "numpy": np.__version__, "python": platform.python_version()},
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def matmul_peak(n=2048, reps=10) -> dict:
+    """Practical float32 peak: median GFLOP/s of a jitted n^3 matmul (as peak.py does)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    f = jax.jit(jnp.matmul)
+    f(a, b).block_until_ready()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        f(a, b).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return {"n": n, "gflops_median": 2 * n ** 3 / statistics.median(times) / 1e9,
+            "gflops_best": 2 * n ** 3 / min(times) / 1e9}
+
+
+def memory_info(compiled=None) -> dict:
+    out = {"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:  # noqa: BLE001 - not every backend has it
+        stats = None
+    if stats:
+        out["device_peak_mb"] = stats.get("peak_bytes_in_use", 0) / 2 ** 20
+    if compiled is not None:
+        try:
+            m = compiled.memory_analysis()
+            out["xla_temp_mb"] = m.temp_size_in_bytes / 2 ** 20
+            out["xla_args_mb"] = m.argument_size_in_bytes / 2 ** 20
+        except Exception:  # noqa: BLE001
+            pass
+    return out
+
+
+def synthetic_batch(batch_size: int, num_classes: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"image": rng.integers(0, 256, (batch_size, *DATASET_IMAGE), dtype=np.uint8),
+            "label": rng.integers(0, num_classes, (batch_size,), dtype=np.int32)}
+
+
+def forward_mult_adds(config: Config) -> int:
+    model = MobileNetV1(**config.model_kwargs())
+    return totals(summarize(model, config.resolution))["mult_adds"]
+
+
+def bench_train(config: Config, timing: dict, pipeline: bool) -> dict:
+    from mobilenet_jax.train import (Devices, create_optimizer, create_train_state,
+                                     learning_rate_schedule, train_step)
+    devices = Devices(config.batch_size)
+    local = synthetic_batch(config.batch_size, config.num_classes)
+    batch = devices.global_batch(local)
+    rng = jax.random.key(1)
+
+    def compiled_step(cfg):
+        model = MobileNetV1(**cfg.model_kwargs())
+        schedule = learning_rate_schedule(cfg, STEPS_PER_EPOCH)
+        tx = create_optimizer(cfg, schedule)
+        state = jax.jit(functools.partial(create_train_state, cfg, model, tx),
+                        out_shardings=devices.replicated)(jax.random.key(0))
+        step = jax.jit(functools.partial(train_step, config=cfg, schedule=schedule),
+                       donate_argnums=0)
+        t = time.perf_counter()
+        compiled = step.lower(state, batch, rng).compile()
+        return compiled, state, time.perf_counter() - t
+
+    def run(compiled, state):
+        holder = [state]
+
+        def one():
+            holder[0], metrics = compiled(holder[0], batch, rng)
+            return metrics
+        return time_steps(one, jax.block_until_ready, **timing)
+
+    compiled, state, compile_s = compiled_step(config)
+    res = run(compiled, state)
+    res.update(compile_s=compile_s, img_per_s=config.batch_size / res["median_step_s"],
+               memory=memory_info(compiled))
+    del compiled, state
+    if pipeline:
+        res["pipeline"] = bench_pipeline(config, devices, compiled_step, run, res, timing)
+    return res
+
+
+def bench_pipeline(config, devices, compiled_step, run, res, timing) -> dict:
+    """The augmentation's share of the step and the host-side batch creation per step."""
+    compiled, state, _ = compiled_step(config.replace(augment=not config.augment))
+    other = run(compiled, state)["median_step_s"]
+    with_aug, without = ((res["median_step_s"], other) if config.augment
+                         else (other, res["median_step_s"]))
+    n = max(config.batch_size * 20, 10_000)
+    rng = np.random.default_rng(0)
+    split = data.Split(rng.integers(0, 256, (n, *DATASET_IMAGE), dtype=np.uint8),
+                       rng.integers(0, config.num_classes, (n,), dtype=np.int32))
+    times = []
+    for epoch in range(2):
+        it = data.train_batches(split, config.batch_size, 0, epoch)
+        while True:
+            t = time.perf_counter()
+            local = next(it, None)
+            if local is None:
+                break
+            jax.block_until_ready(devices.global_batch(local))
+            times.append(time.perf_counter() - t)
+            if len(times) >= (5 if timing is SMOKE else 200):
+                break
+    host = statistics.median(times)
+    step = res["median_step_s"]
+    return {"step_with_augment_s": with_aug, "step_without_augment_s": without,
+            "augment_pct_of_step": 100 * (with_aug - without) / with_aug,
+            "host_batch_s": host, "host_batch_pct_of_step": 100 * host / step}
+
+
+def bench_infer(config: Config, batch_size: int, timing: dict) -> dict:
+    from mobilenet_jax.train import (Devices, create_optimizer, create_train_state,
+                                     eval_step, learning_rate_schedule)
+    devices = Devices(batch_size)
+    model = MobileNetV1(**config.model_kwargs())
+    tx = create_optimizer(config, learning_rate_schedule(config, STEPS_PER_EPOCH))
+    state = jax.jit(functools.partial(create_train_state, config, model, tx),
+                    out_shardings=devices.replicated)(jax.random.key(0))
+    local = synthetic_batch(batch_size, config.num_classes)
+    local["mask"] = np.ones((batch_size,), np.float32)
+    batch = devices.global_batch(local)
+    step = jax.jit(functools.partial(eval_step, config=config))
+    t = time.perf_counter()
+    compiled = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - t
+    res = time_steps(lambda: compiled(state, batch), jax.block_until_ready, **timing)
+    res.update(compile_s=compile_s, img_per_s=batch_size / res["median_step_s"],
+               memory=memory_info(compiled))
+    return res
+
+
+def parse_list(text, typ, name):
+    try:
+        values = [typ(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        fail(f"--{name} must be a comma-separated list, got {text!r}")
+    if not values:
+        fail(f"--{name} is empty")
+    return values
+
+
+def format_table(records) -> str:
+    head = (f"{'mode':<6} {'alpha':>5} {'depthwise':<14} {'batch':>5} {'img/s':>9} "
+            f"{'step ms':>8} {'GFLOP/s':>8} {'%peak':>6} {'compile s':>9} {'rss MB':>7}  pipeline")
+    lines = [head, "-" * len(head)]
+    for r in records:
+        if "error" in r:
+            lines.append(f"{r['mode']:<6} {r['alpha']:>5} {r['depthwise']:<14} error: {r['error']}")
+            continue
+        p = r.get("pipeline")
+        pipe = (f"augment {p['augment_pct_of_step']:.1f}%, host batch "
+                f"{p['host_batch_pct_of_step']:.1f}%" if p else "")
+        dw = r["depthwise"] + (f"->{r['resolved']}" if r["resolved"] != r["depthwise"] else "")
+        lines.append(f"{r['mode']:<6} {r['alpha']:>5} {dw:<14} {r['batch']:>5} "
+                     f"{r['img_per_s']:>9,.0f} {1000 * r['median_step_s']:>8.2f} "
+                     f"{r['gflops']:>8.1f} {r['pct_of_peak']:>5.1f}% {r['compile_s']:>9.1f} "
+                     f"{r['memory']['max_rss_mb']:>7.0f}  {pipe}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = OneLineErrorParser(prog="python -m mobilenet_jax.benchmark", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--alphas", default="0.1,0.25,1.0", help="width multipliers (comma list)")
+    parser.add_argument("--batch-size", type=int, default=128, help="training batch (default 128)")
+    parser.add_argument("--infer-batch-size", type=int, default=1024,
+                        help="inference batch (default 1024)")
+    parser.add_argument("--resolution", type=int, default=32, help="input resolution (default 32)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES)
+    parser.add_argument("--depthwise", default="auto",
+                        help="implementations, comma list of "
+                             f"{('auto',) + tuple(DEPTHWISE_IMPLEMENTATIONS)} (default auto)")
+    parser.add_argument("--mode", default="both", choices=("train", "infer", "both"))
+    parser.add_argument("--steps", type=int, default=MIN_STEPS,
+                        help=f"minimum timed steps (default {MIN_STEPS}; also >= 4 s)")
+    parser.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the step without augmentation and the host-side batch "
+                             "creation (first implementation of each alpha; default on)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="CI check: alpha 0.05, batch 8, 2 timed steps, no time minimum")
+    parser.add_argument("--json", default=None, help="write all results to this JSON file")
+    args = parser.parse_args(argv)
+
+    impls = parse_list(args.depthwise, str, "depthwise")
+    for impl in impls:
+        if impl != "auto" and impl not in DEPTHWISE_IMPLEMENTATIONS:
+            fail(f"unknown depthwise implementation {impl!r}; choose from "
+                 f"{('auto',) + tuple(DEPTHWISE_IMPLEMENTATIONS)}")
+    if args.smoke:
+        alphas, batch, infer_batch, timing = [0.05], 8, 16, SMOKE
+    else:
+        alphas, batch, infer_batch = parse_list(args.alphas, float, "alphas"), args.batch_size, \
+            args.infer_batch_size
+        timing = dict(warmup=WARMUP, min_steps=args.steps, min_time_s=MIN_TIME_S,
+                      max_time_s=MAX_TIME_S)
+    for name in ("batch", "infer_batch"):
+        if locals()[name] < 1:
+            fail(f"{name.replace('_', '-')} size must be >= 1")
+    if args.resolution < 1:
+        fail("--resolution must be >= 1")
+    try:
+        configs = {a: Config(width_multiplier=a, batch_size=batch, resolution=args.resolution,
+                             dtype=args.dtype) for a in alphas}
+    except ValueError as e:
+        fail(str(e))
+
+    info = machine_info()
+    peak = matmul_peak(512 if args.smoke else 2048)
+    print(f"# {info['cpu']} | {info['cpu_count']} cores | backend {info['backend']} "
+          f"({info['device_kind']}) | jax {info['versions']['jax']} flax "
+          f"{info['versions']['flax']} optax {info['versions']['optax']} python "
+          f"{info['versions']['python']}", flush=True)
+    print(f"# float32 {peak['n']}^3 matmul: {peak['gflops_median']:.1f} GFLOP/s (median)",
+          flush=True)
+    records = []
+    for alpha in alphas:
+        base = configs[alpha]
+        macs = forward_mult_adds(base)
+        modes = ("train", "infer") if args.mode == "both" else (args.mode,)
+        for mode in modes:
+            for k, impl in enumerate(impls):
+                config = base.replace(depthwise=impl)
+                rec = {"mode": mode, "alpha": alpha, "depthwise": impl,
+                       "resolved": resolve_depthwise(impl, info["backend"]),
+                       "batch": batch if mode == "train" else infer_batch,
+                       "resolution": args.resolution, "dtype": args.dtype,
+                       "forward_mult_adds_per_image": macs,
+                       "flops_per_image": (6 if mode == "train" else 2) * macs}
+                try:
+                    if mode == "train":
+                        res = bench_train(config, timing, pipeline=args.pipeline and k == 0)
+                    else:
+                        res = bench_infer(config, infer_batch, timing)
+                except Exception as e:  # noqa: BLE001 - report and go on with the others
+                    rec["error"] = repr(e)[:300]
+                    records.append(rec)
+                    print(format_table([rec]).splitlines()[-1], flush=True)
+                    continue
+                rec.update(res)
+                rec["gflops"] = rec["flops_per_image"] * rec["img_per_s"] / 1e9
+                rec["pct_of_peak"] = 100 * rec["gflops"] / peak["gflops_median"]
+                records.append(rec)
+                print(format_table([rec]).splitlines()[-1], flush=True)
+    print()
+    print(format_table(records))
+    result = {"machine": info, "matmul_peak": peak,
+              "settings": {"alphas": alphas, "batch_size": batch, "infer_batch_size": infer_batch,
+                           "resolution": args.resolution, "dtype": args.dtype,
+                           "depthwise": impls, "mode": args.mode, "smoke": args.smoke,
+                           "timing": timing, "command": " ".join(sys.argv)},
+              "results": records}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The benchmark CLI runs end to end in smoke mode and writes the expected JSON (no speed checks)."""
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_benchmark_smoke_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mobilenet_jax.benchmark", "--smoke", "--depthwise", "auto",
+         "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "img/s" in proc.stdout
+    result = json.loads(out.read_text())
+    assert {"machine", "matmul_peak", "settings", "results"} <= set(result)
+    machine = result["machine"]
+    assert {"cpu", "cpu_count", "backend", "device_kind", "versions"} <= set(machine)
+    assert {"jax", "jaxlib", "flax", "optax", "python"} <= set(machine["versions"])
+    assert result["matmul_peak"]["gflops_median"] > 0
+    modes = sorted(r["mode"] for r in result["results"])
+    assert modes == ["infer", "train"]
+    for r in result["results"]:
+        assert "error" not in r, r
+        for key in ("alpha", "depthwise", "resolved", "batch", "img_per_s", "median_step_s",
+                    "compile_s", "steps", "gflops", "pct_of_peak", "memory",
+                    "forward_mult_adds_per_image", "flops_per_image"):
+            assert key in r, key
+        assert r["img_per_s"] > 0 and r["memory"]["max_rss_mb"] > 0
+        assert r["depthwise"] == "auto" and r["resolved"] != "auto"
+    train = next(r for r in result["results"] if r["mode"] == "train")
+    assert train["flops_per_image"] == 6 * train["forward_mult_adds_per_image"]
+    pipe = train["pipeline"]
+    for key in ("step_with_augment_s", "step_without_augment_s", "augment_pct_of_step",
+                "host_batch_s", "host_batch_pct_of_step"):
+        assert key in pipe, key
+
+
+def test_benchmark_rejects_unknown_implementation():
+    proc = subprocess.run(
+        [sys.executable, "-m", "mobilenet_jax.benchmark", "--smoke", "--depthwise", "nope"],
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "nope" in proc.stderr

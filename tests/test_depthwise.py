@@ -1,0 +1,102 @@
+"""Every depthwise implementation computes what nn.Conv(feature_group_count=C) computes."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from mobilenet_jax.config import resolve_depthwise
+from mobilenet_jax.model import DEPTHWISE_IMPLEMENTATIONS, PAD1, MobileNetV1
+
+OTHERS = [name for name in DEPTHWISE_IMPLEMENTATIONS if name != "xla"]
+
+
+def _values_and_grads(module, variables, x):
+    def loss(variables, x):
+        y = module.apply(variables, x)
+        return jnp.sum(y * jnp.cos(y)), y  # a non-trivial output gradient
+
+    with jax.default_matmul_precision("highest"):
+        (_, y), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
+            variables, x)
+    return y, grads
+
+
+@pytest.mark.parametrize("impl", OTHERS)
+@pytest.mark.parametrize("channels", [1, 3, 13, 64])
+@pytest.mark.parametrize("size", [7, 8])
+@pytest.mark.parametrize("strides", [1, 2])
+def test_matches_grouped_conv(impl, channels, size, strides):
+    x = jax.random.normal(jax.random.key(channels * 100 + size), (2, size, size + 1, channels))
+    kwargs = dict(features=channels, kernel_size=(3, 3), strides=strides, padding=PAD1,
+                  feature_group_count=channels, use_bias=False)
+    ref = nn.Conv(**kwargs)
+    variables = ref.init(jax.random.key(1), x)
+    mod = DEPTHWISE_IMPLEMENTATIONS[impl](**kwargs)
+    assert jax.tree.map(jnp.shape, mod.init(jax.random.key(1), x)) == \
+        jax.tree.map(jnp.shape, variables)
+    y_ref, (gv_ref, gx_ref) = _values_and_grads(ref, variables, x)
+    y, (gv, gx) = _values_and_grads(mod, variables, x)
+    assert y.shape == y_ref.shape and y.dtype == y_ref.dtype
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gv["params"]["kernel"], gv_ref["params"]["kernel"],
+                               rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("impl", OTHERS)
+def test_bfloat16_runs(impl):
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 16))
+    kwargs = dict(features=16, kernel_size=(3, 3), strides=2, padding=PAD1,
+                  feature_group_count=16, use_bias=False, dtype=jnp.bfloat16)
+    variables = nn.Conv(**kwargs).init(jax.random.key(1), x)
+    y_ref = nn.Conv(**kwargs).apply(variables, x)
+    mod = DEPTHWISE_IMPLEMENTATIONS[impl](**kwargs)
+    y = mod.apply(variables, x)
+    assert y.dtype == jnp.bfloat16
+    np.testing.assert_allclose(y.astype(np.float32), y_ref.astype(np.float32), rtol=0.05, atol=0.05)
+    g = jax.grad(lambda v: jnp.sum(mod.apply(v, x).astype(jnp.float32)))(variables)
+    assert g["params"]["kernel"].dtype == jnp.float32
+
+
+def test_rejects_non_depthwise():
+    for impl in OTHERS:
+        mod = DEPTHWISE_IMPLEMENTATIONS[impl](features=8, kernel_size=(3, 3),
+                                               feature_group_count=4)
+        with pytest.raises(ValueError):
+            mod.init(jax.random.key(0), jnp.zeros((1, 5, 5, 4)))
+
+
+def test_full_model_same_logits_and_grads():
+    x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+    labels = jnp.arange(4) % 10
+
+    def run(impl, variables):
+        model = MobileNetV1(num_classes=10, width_multiplier=0.25, depthwise=impl)
+
+        def loss(params):
+            logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                                    x, train=True, mutable=["batch_stats"])
+            return jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels]), logits
+
+        with jax.default_matmul_precision("highest"):
+            (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+                variables["params"])
+        return logits, grads
+
+    variables = MobileNetV1(num_classes=10, width_multiplier=0.25).init(jax.random.key(1), x)
+    logits_ref, grads_ref = run("xla", variables)
+    for impl in OTHERS:
+        logits, grads = run(impl, variables)
+        np.testing.assert_allclose(logits, logits_ref, rtol=1e-4, atol=1e-4)
+        # Through 14 train-mode BatchNorms over 4 examples float32 rounding differences are
+        # amplified, so compare each gradient relative to its own scale.
+        for g, g_ref in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
+            scale = float(jnp.max(jnp.abs(g_ref))) + 1e-6
+            assert float(jnp.max(jnp.abs(g - g_ref))) <= 3e-3 * scale + 5e-5, impl
+
+
+def test_auto_resolves_to_an_implementation():
+    assert resolve_depthwise("auto", "cpu") in DEPTHWISE_IMPLEMENTATIONS
+    assert resolve_depthwise("auto", "gpu") == "xla"
+    assert resolve_depthwise("slices", "gpu") == "slices"
