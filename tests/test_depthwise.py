@@ -6,7 +6,8 @@ import pytest
 from flax import linen as nn
 
 from mobilenet_jax.config import resolve_depthwise
-from mobilenet_jax.model import DEPTHWISE_IMPLEMENTATIONS, PAD1, MobileNetV1
+from mobilenet_jax.model import (DEPTHWISE_IMPLEMENTATIONS, PAD1, MobileNetV1, PointwiseConv,
+                                 materialize)
 
 OTHERS = [name for name in DEPTHWISE_IMPLEMENTATIONS if name != "xla"]
 
@@ -100,3 +101,35 @@ def test_auto_resolves_to_an_implementation():
     assert resolve_depthwise("auto", "cpu") in DEPTHWISE_IMPLEMENTATIONS
     assert resolve_depthwise("auto", "gpu") == "xla"
     assert resolve_depthwise("slices", "gpu") == "slices"
+
+
+@pytest.mark.parametrize("shape,features", [((2, 5, 6, 3), 8), ((3, 1, 1, 16), 4), ((1, 4, 4, 1), 1)])
+def test_pointwise_matmul_matches_conv(shape, features):
+    """PointwiseConv (a matmul) equals nn.Conv with a 1x1 kernel: same params, values, grads."""
+    x = jax.random.normal(jax.random.key(features), shape)
+    ref = nn.Conv(features, (1, 1), use_bias=False)
+    variables = ref.init(jax.random.key(1), x)
+    mod = PointwiseConv(features, (1, 1))
+    assert jax.tree.map(jnp.shape, mod.init(jax.random.key(1), x)) == \
+        jax.tree.map(jnp.shape, variables)
+    y_ref, (gv_ref, gx_ref) = _values_and_grads(ref, variables, x)
+    y, (gv, gx) = _values_and_grads(mod, variables, x)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gv["params"]["kernel"], gv_ref["params"]["kernel"],
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError):
+        PointwiseConv(features, (3, 3)).init(jax.random.key(0), x)
+
+
+def test_materialize_is_identity_and_keeps_nan():
+    a = jnp.arange(6.0).reshape(2, 3)
+    b = -jnp.ones((4,), jnp.bfloat16)
+    out = jax.jit(materialize)(a, b)
+    np.testing.assert_array_equal(out[0], a)
+    np.testing.assert_array_equal(out[1].astype(np.float32), b.astype(np.float32))
+    assert out[1].dtype == jnp.bfloat16
+    # A non-finite first element must not be silently dropped: everything turns NaN.
+    bad = a.at[0, 0].set(jnp.inf)
+    out = jax.jit(materialize)(bad, b)
+    assert bool(jnp.all(jnp.isnan(out[0]))) and bool(jnp.all(jnp.isnan(out[1])))
