@@ -38,8 +38,9 @@ class Config:
     dtype: str = field("float32", "computation dtype of activations, convs and matmuls; params, "
                        "BatchNorm statistics, loss and optimizer state stay float32", DTYPES)
     depthwise: str = field("auto", "depthwise conv implementation (same parameters for all): 'xla' "
-                           "(nn.Conv feature_group_count), 'slices' (nine shifted slices), 'auto' "
-                           "(the fastest measured for the backend)",
+                           "(nn.Conv feature_group_count), 'slices' (nine shifted slices), 'vjp' "
+                           "(slices, hand-written backward), 'auto' (the fastest measured for "
+                           "the backend: vjp on CPU, xla elsewhere)",
                            ("auto",) + tuple(DEPTHWISE_IMPLEMENTATIONS))
     # --- data --------------------------------------------------------------------------------
     dataset: str = field("cifar100", "tensorflow-datasets name")
@@ -136,12 +137,12 @@ def resolve_depthwise(depthwise: str, backend: Optional[str] = None) -> str:
     if backend is None:
         import jax
         backend = jax.default_backend()
-    # CPU: 'slices' measured fastest for the whole training step and for inference (several
-    # times XLA's grouped conv; 'vjp' within noise of it in the full step): see
-    # experiments/depthwise_cpu.md and `python -m mobilenet_jax.benchmark --depthwise ...`.
+    # CPU: 'vjp' measured fastest for the whole training step (1.1-1.6x 'slices', several
+    # times XLA's grouped conv; the forward pass, hence inference, is the same as 'slices'):
+    # see experiments/cpu_benchmark.md and `python -m mobilenet_jax.benchmark --depthwise ...`.
     # GPU/TPU: no such machine was available to measure on, so keep XLA's own grouped conv
     # (cuDNN has dedicated depthwise kernels) until the benchmark says otherwise.
-    return "slices" if backend == "cpu" else "xla"
+    return "vjp" if backend == "cpu" else "xla"
 
 
 def save_json(config: Config, path) -> None:

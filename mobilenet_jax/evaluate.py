@@ -15,9 +15,7 @@ import numpy as np
 from mobilenet_jax import checkpoint as ckpt_lib
 from mobilenet_jax import data
 from mobilenet_jax.config import OneLineErrorParser, add_config_flags, fail
-from mobilenet_jax.model import MobileNetV1
-from mobilenet_jax.train import (Devices, create_optimizer, create_train_state, eval_step,
-                                 learning_rate_schedule)
+from mobilenet_jax.train import Devices, eval_step, state_initializer
 
 MODEL_FLAGS = ("width_multiplier", "num_classes", "block", "stem_stride", "dtype", "depthwise",
                "resolution")
@@ -34,11 +32,9 @@ def load_state(step_dir, overrides: dict | None = None):
                 f"checkpoint {step_dir} is a model with {name}={getattr(config, name)!r}, but "
                 f"{name}={value!r} was passed; drop the flag or pass a matching checkpoint")
     config = config.replace(**(overrides or {}))
-    model = MobileNetV1(**config.model_kwargs())
-    tx = create_optimizer(config, learning_rate_schedule(config, 1))
+    _, init_fn = state_initializer(config, steps_per_epoch=1)  # the schedule is not needed
     devices = Devices(jax.device_count())
-    abstract = devices.abstract(jax.eval_shape(
-        functools.partial(create_train_state, config, model, tx), jax.random.key(0)))
+    abstract = devices.abstract(jax.eval_shape(init_fn, jax.random.key(0)))
     state, _, position = ckpt_lib.restore_step(step_dir, abstract)
     return state, config, position, devices
 

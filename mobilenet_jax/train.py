@@ -73,6 +73,15 @@ def create_train_state(config: Config, model: MobileNetV1, tx, rng) -> TrainStat
                              batch_stats=variables["batch_stats"], tx=tx)
 
 
+def state_initializer(config: Config, steps_per_epoch: int):
+    """(schedule, init): `init(rng)` builds the TrainState (model, optimizer, schedule) that
+    `config` describes. Training, evaluation and the benchmark all build their state here."""
+    model = MobileNetV1(**config.model_kwargs())
+    schedule = learning_rate_schedule(config, steps_per_epoch)
+    tx = create_optimizer(config, schedule)
+    return schedule, functools.partial(create_train_state, config, model, tx)
+
+
 # ---- the steps: pure functions of (state, batch, rng) ---------------------------------------
 
 def classification_metrics(logits, labels, loss_per_example, weights):
@@ -265,10 +274,7 @@ def train(config: Config) -> dict:
                          f"batch of {config.batch_size}; lower --batch-size")
     total_steps = config.epochs * steps_per_epoch
 
-    model = MobileNetV1(**config.model_kwargs())
-    schedule = learning_rate_schedule(config, steps_per_epoch)
-    tx = create_optimizer(config, schedule)
-    init_fn = functools.partial(create_train_state, config, model, tx)
+    schedule, init_fn = state_initializer(config, steps_per_epoch)
     abstract_state = devices.abstract(jax.eval_shape(init_fn, jax.random.key(0)))
     checkpoints = ckpt_lib.Checkpoints(workdir / "checkpoints", config.keep,
                                        keep_best=val_split is not None)

@@ -1,0 +1,111 @@
+"""Where the time of one training step goes, per kind of XLA op, from a jax.profiler trace.
+
+    python experiments/profile_train_step.py --alpha 1.0 [--depthwise vjp] [--steps 5]
+    python experiments/profile_train_step.py --alpha 0.1 --mode infer --batch-size 1024
+
+Traces a few steps of the real jitted `train.train_step` (synthetic batch 128; with
+`--mode infer`, `train.eval_step`), then sums the
+trace's per-op durations by op kind: the fusion name without its number plus the set of HLO
+ops inside it (from the compiled HLO text), e.g. `ynn_fusion (dot)` for the pointwise matmuls.
+Durations of ops that ran concurrently on the two cores overlap, so columns add up to more
+than the step time: use it to rank costs, not as a wall-clock split.
+"""
+import argparse
+import collections
+import functools
+import glob
+import gzip
+import json
+import re
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from mobilenet_jax.config import Config
+from mobilenet_jax.train import Devices, eval_step, state_initializer, train_step
+
+
+def op_kinds(hlo_text):
+    """fusion instruction name -> (name without number, sorted HLO ops inside it)."""
+    bodies = {}
+    for m in re.finditer(r"\n(%[\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo_text, re.S):
+        ops = set(re.findall(r"= \S+ ([a-z][\w-]*)\(", m.group(2)))
+        bodies[m.group(1)] = tuple(sorted(ops - {"parameter", "bitcast", "constant"}))
+    kinds = {}
+    for m in re.finditer(r"%([\w.\-]+) = \S+ fusion\(.*?calls=(%[\w.\-]+)", hlo_text):
+        kinds[m.group(1)] = (re.sub(r"\.\d+$", "", m.group(1)), bodies.get(m.group(2), ()))
+    return kinds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--depthwise", default="auto")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--mode", choices=("train", "infer"), default="train")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+
+    config = Config(width_multiplier=args.alpha, depthwise=args.depthwise,
+                    batch_size=args.batch_size)
+    devices = Devices(config.batch_size)
+    rng = np.random.default_rng(0)
+    batch = devices.global_batch({
+        "image": rng.integers(0, 256, (config.batch_size, 32, 32, 3), dtype=np.uint8),
+        "label": rng.integers(0, config.num_classes, (config.batch_size,), dtype=np.int32)})
+    schedule, init_fn = state_initializer(config, 390)
+    state = jax.jit(init_fn, out_shardings=devices.replicated)(jax.random.key(0))
+    if args.mode == "train":
+        jitted = jax.jit(functools.partial(train_step, config=config, schedule=schedule),
+                         donate_argnums=0)
+        key = jax.random.key(1)
+        kinds = op_kinds(jitted.lower(state, batch, key).compile().as_text())
+
+        def step(state):
+            return jitted(state, batch, key)
+    else:
+        batch["mask"] = jax.numpy.ones((config.batch_size,))
+        jitted = jax.jit(functools.partial(eval_step, config=config))
+        kinds = op_kinds(jitted.lower(state, batch).compile().as_text())
+
+        def step(state):
+            return state, jitted(state, batch)
+
+    def run(state, steps):
+        for _ in range(steps):
+            state, out = step(state)
+        jax.block_until_ready(out)
+        return state
+
+    state = run(state, 3)
+    start = time.perf_counter()
+    state = run(state, args.steps)
+    step_ms = (time.perf_counter() - start) / args.steps * 1e3
+
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+            state = run(state, args.steps)
+        path = glob.glob(f"{trace_dir}/**/*.trace.json.gz", recursive=True)[0]
+        events = json.load(gzip.open(path))["traceEvents"]
+
+    # Thunks that are not fusions (a lone convolution, copies, conditionals) under their own
+    # name; runtime bookkeeping events (ThunkExecutor, Python frames) are left out.
+    per_kind, calls = collections.Counter(), collections.Counter()
+    for e in events:
+        if e.get("ph") != "X" or e["name"].startswith(("$", "Thunk", "Pjit", "Common", "end:")):
+            continue
+        kind = kinds.get(e["name"], (re.sub(r"\.\d+$", "", e["name"]), ()))
+        per_kind[kind] += e["dur"] / 1e3 / args.steps
+        calls[kind] += 1 / args.steps
+    print(f"{args.mode}: alpha {args.alpha}, depthwise {config.depthwise}, batch {config.batch_size}: "
+          f"{step_ms:.1f} ms per step untraced ({config.batch_size / step_ms * 1e3:,.0f} img/s)")
+    print(f"{'ms/step':>8} {'calls':>6}  op kind (ops inside)")
+    for (name, ops), ms in per_kind.most_common(args.top):
+        print(f"{ms:8.2f} {calls[(name, ops)]:6.0f}  {name} ({', '.join(ops)})")
+
+
+if __name__ == "__main__":
+    main()
