@@ -69,7 +69,7 @@ def main(folder):
             continue
         p = r.get("pipeline") or {}
         pipe = (f"{p['input_pct_of_step']:.1f} ({p['device_input_pct_of_step']:.1f} + "
-                f"{p['host_batch_pct_of_step']:.1f})" if p else "–")
+                f"{p['host_batch_pct_of_step']:.1f})" if "input_pct_of_step" in p else "–")
         out.append(f"| {r['mode']} | {r['alpha']} | {r['img_per_s']:,.0f} | "
                    f"{1000 * r['median_step_s']:.1f} | {r['gflops']:.1f} | "
                    f"{r['pct_of_peak']:.1f} | {r['compile_s']:.1f} | {pipe} |")
