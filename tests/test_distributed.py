@@ -53,12 +53,16 @@ def finish(*procs, timeout=400):
 
 
 def assert_states_close(a_dir, b_dir, atol, rtol, names):
+    """Leaf by leaf; atol is relative to the leaf's largest entry, since a different summation
+    order (per-device partial sums) errs in proportion to the summands, not to each result:
+    a near-zero entry of a leaf whose entries reach 6 may differ by 1e-4 (seen)."""
     a, b = load_state(a_dir)[0], load_state(b_dir)[0]
     assert int(a.step) == int(b.step)
     for name in names:
         for x, y in zip(jax.tree.leaves(getattr(a, name)), jax.tree.leaves(getattr(b, name))):
-            np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=rtol,
-                                       err_msg=name)
+            scale = max(1.0, float(np.max(np.abs(np.asarray(y)))))
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol * scale,
+                                       rtol=rtol, err_msg=name)
 
 
 def test_eight_devices_match_one_and_checkpoints_move_between_them(subset_dir, tmp_path):
@@ -93,24 +97,41 @@ def test_two_processes_match_one(subset_dir, tmp_path):
 
 
 def test_bfloat16_training_tracks_float32():
-    """A few steps on one fixed batch: the bf16 loss stays finite and within 0.15 nats (~3%)
-    of the float32 loss at every step (measured: at most 0.09 apart)."""
+    """Six steps on one fixed batch along the float32 trajectory: from each same state, the
+    bfloat16 step's loss is within 0.1 nats of float32's (measured <= 0.06) and its update
+    points the same way (cosine >= 0.6 after the first step; measured 0.78-0.95, and
+    0.34-0.45 at the very first step from init for every depthwise implementation, XLA's
+    included). Compared state by state because whole trajectories diverge chaotically at
+    this learning rate even between float32 implementations. A bfloat16-only run trains."""
     rng = np.random.default_rng(0)
     batch = {"image": jnp.asarray(rng.integers(0, 256, (64, 32, 32, 3), np.uint8)),
              "label": jnp.asarray(rng.integers(0, 100, 64).astype(np.int32))}
-    losses = {}
+    steps, applies = {}, {}
     for dtype in ("float32", "bfloat16"):
         config = Config(width_multiplier=0.25, dtype=dtype, lr=0.05, warmup_epochs=0)
-        model = train_lib.MobileNetV1(**config.model_kwargs())
-        schedule = train_lib.learning_rate_schedule(config, 10)
-        tx = train_lib.create_optimizer(config, schedule)
-        state = train_lib.create_train_state(config, model, tx, jax.random.key(0))
-        step = jax.jit(functools.partial(train_lib.train_step, config=config, schedule=schedule))
-        losses[dtype] = []
-        for _ in range(6):
-            state, metrics = step(state, batch, jax.random.key(1))
-            losses[dtype].append(float(metrics["loss"] / metrics["count"]))
-        assert {p.dtype for p in jax.tree.leaves(state.params)} == {jnp.dtype("float32")}
-    assert np.all(np.isfinite(losses["bfloat16"]))
-    assert losses["float32"][-1] < losses["float32"][0]  # it trains
-    np.testing.assert_allclose(losses["bfloat16"], losses["float32"], atol=0.15)
+        schedule, init_fn = train_lib.state_initializer(config, 10)
+        steps[dtype] = jax.jit(functools.partial(train_lib.train_step, config=config,
+                                                 schedule=schedule))
+        applies[dtype] = train_lib.MobileNetV1(**config.model_kwargs()).apply
+    flat = lambda tree: jnp.concatenate([x.ravel() for x in jax.tree.leaves(tree)])  # noqa: E731
+
+    state = init_fn(jax.random.key(0))
+    bf16_state, bf16_losses = state, []
+    for k in range(6):
+        out = {}
+        for dtype in steps:
+            new, metrics = steps[dtype](state.replace(apply_fn=applies[dtype]), batch,
+                                        jax.random.key(1))
+            out[dtype] = new, float(metrics["loss"] / metrics["count"])
+        assert np.isfinite(out["bfloat16"][1])
+        assert abs(out["bfloat16"][1] - out["float32"][1]) < 0.1, (k, out)
+        d32 = flat(out["float32"][0].params) - flat(state.params)
+        d16 = flat(out["bfloat16"][0].params) - flat(state.params)
+        assert {p.dtype for p in jax.tree.leaves(out["bfloat16"][0].params)} == \
+            {jnp.dtype("float32")}
+        if k > 0:
+            assert float(d32 @ d16 / jnp.linalg.norm(d32) / jnp.linalg.norm(d16)) >= 0.6, k
+        state = out["float32"][0]
+        bf16_state, metrics = steps["bfloat16"](bf16_state, batch, jax.random.key(1))
+        bf16_losses.append(float(metrics["loss"] / metrics["count"]))
+    assert np.all(np.isfinite(bf16_losses)) and bf16_losses[-1] < bf16_losses[0]
