@@ -71,7 +71,7 @@ def depthwise_conv_vjp(x, kernel, strides, padding):
     Forward as shifted slices; the backward pass is written by hand instead of XLA's
     autodiff of the slices: the input gradient is the same shifted-slice sum over the
     (stride-dilated, padded) output gradient with the kernel flipped, and the kernel gradient
-    is one fused reduction of the nine shifted input windows times the output gradient.
+    is nine column sums, one per tap, of the shifted input window times the output gradient.
     """
     return _depthwise_fwd(x, kernel, strides, padding)[0]
 
@@ -107,7 +107,8 @@ def _depthwise_bwd(strides, padding, residuals, g):
     xp, kernel = residuals
     # Each once: else BatchNorm's and the activation's backward (in g), and the pad, BatchNorm
     # and activation of the previous layer (in xp), are recomputed in each consumer below.
-    # Measured on the 2-core CPU: 1.1-1.4x faster training step (experiments/cpu_benchmark.md).
+    # (In the profile, experiments/profile_train_step.py, those recomputing fusions were the
+    # largest cost of this backward before.)
     g, xp = materialize(g, xp)
     (kh, kw, _), (sh, sw) = kernel.shape, strides
     (pt, pb), (pl, pr) = padding
@@ -180,7 +181,11 @@ class SlicedDepthwiseConv(_DepthwiseBase):
 
 
 class VJPDepthwiseConv(_DepthwiseBase):
-    """Shifted slices forward, hand-written backward (`depthwise_conv_vjp`)."""
+    """Shifted slices forward, hand-written backward (`depthwise_conv_vjp`).
+
+    Made for XLA:CPU (`auto` there). On a GPU its `materialize` conditionals may each have to
+    read their predicate back to the host (unmeasured); `auto` keeps `xla` there.
+    """
 
     @nn.compact
     def __call__(self, x):
