@@ -23,6 +23,7 @@ import time
 import jax
 import numpy as np
 
+from mobilenet_jax.benchmark import STEPS_PER_EPOCH, synthetic_batch
 from mobilenet_jax.config import Config
 from mobilenet_jax.train import Devices, eval_step, state_initializer, train_step
 
@@ -52,11 +53,11 @@ def main():
     config = Config(width_multiplier=args.alpha, depthwise=args.depthwise,
                     batch_size=args.batch_size)
     devices = Devices(config.batch_size)
-    rng = np.random.default_rng(0)
-    batch = devices.global_batch({
-        "image": rng.integers(0, 256, (config.batch_size, 32, 32, 3), dtype=np.uint8),
-        "label": rng.integers(0, config.num_classes, (config.batch_size,), dtype=np.int32)})
-    schedule, init_fn = state_initializer(config, 390)
+    local = synthetic_batch(config.batch_size, config.num_classes)
+    if args.mode == "infer":
+        local["mask"] = np.ones((config.batch_size,), np.float32)
+    batch = devices.global_batch(local)
+    schedule, init_fn = state_initializer(config, STEPS_PER_EPOCH)
     state = jax.jit(init_fn, out_shardings=devices.replicated)(jax.random.key(0))
     if args.mode == "train":
         jitted = jax.jit(functools.partial(train_step, config=config, schedule=schedule),
@@ -67,7 +68,6 @@ def main():
         def step(state):
             return jitted(state, batch, key)
     else:
-        batch["mask"] = jax.numpy.ones((config.batch_size,))
         jitted = jax.jit(functools.partial(eval_step, config=config))
         kinds = op_kinds(jitted.lower(state, batch).compile().as_text())
 

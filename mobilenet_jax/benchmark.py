@@ -136,28 +136,22 @@ def bench_train(config: Config, timing: dict, pipeline: bool) -> dict:
     batch = devices.global_batch(local)
     rng = jax.random.key(1)
 
-    def compiled_step(cfg):
-        schedule, init_fn = state_initializer(cfg, STEPS_PER_EPOCH)
-        state = jax.jit(init_fn, out_shardings=devices.replicated)(jax.random.key(0))
-        step = jax.jit(functools.partial(train_step, config=cfg, schedule=schedule),
-                       donate_argnums=0)
-        t = time.perf_counter()
-        compiled = step.lower(state, batch, rng).compile()
-        return compiled, state, time.perf_counter() - t
+    schedule, init_fn = state_initializer(config, STEPS_PER_EPOCH)
+    state = jax.jit(init_fn, out_shardings=devices.replicated)(jax.random.key(0))
+    step = jax.jit(functools.partial(train_step, config=config, schedule=schedule),
+                   donate_argnums=0)
+    t = time.perf_counter()
+    compiled = step.lower(state, batch, rng).compile()
+    compile_s = time.perf_counter() - t
+    holder = [state]  # the step donates its state: carry the new one into the next call
 
-    def run(compiled, state):
-        holder = [state]
-
-        def one():
-            holder[0], metrics = compiled(holder[0], batch, rng)
-            return metrics
-        return time_steps(one, jax.block_until_ready, **timing)
-
-    compiled, state, compile_s = compiled_step(config)
-    res = run(compiled, state)
+    def one():
+        holder[0], metrics = compiled(holder[0], batch, rng)
+        return metrics
+    res = time_steps(one, jax.block_until_ready, **timing)
     res.update(compile_s=compile_s, img_per_s=config.batch_size / res["median_step_s"],
                memory=memory_info(compiled))
-    del compiled, state
+    del compiled, state, holder
     if pipeline:
         res["pipeline"] = bench_pipeline(config, devices, batch, res, timing)
     return res

@@ -15,7 +15,7 @@ import numpy as np
 from mobilenet_jax import checkpoint as ckpt_lib
 from mobilenet_jax import data
 from mobilenet_jax.config import OneLineErrorParser, add_config_flags, fail
-from mobilenet_jax.train import Devices, eval_step, state_initializer
+from mobilenet_jax.train import Devices, add_sums, eval_step, state_initializer
 
 MODEL_FLAGS = ("width_multiplier", "num_classes", "block", "stem_stride", "dtype", "depthwise",
                "resolution")
@@ -47,13 +47,12 @@ def evaluate(step_dir, split: str = "test", data_dir=None, offline: bool = False
     step_fn = jax.jit(functools.partial(eval_step, config=config))
     per_class_correct = np.zeros(config.num_classes)
     per_class_count = np.zeros(config.num_classes)
-    sums = {"loss": 0.0, "top1": 0.0, "top5": 0.0, "count": 0.0}
+    sums = None
     for local in data.eval_batches(dataset, batch_size, devices.process_index,
                                    devices.process_count):
         batch = devices.global_batch(local)
         metrics, correct = jax.device_get(step_fn(state, batch))
-        for k in sums:
-            sums[k] += float(metrics[k])
+        sums = add_sums(sums, metrics)
         labels, mask = jax.device_get(batch["label"]), jax.device_get(batch["mask"]) > 0
         np.add.at(per_class_correct, labels[mask], correct[mask])
         np.add.at(per_class_count, labels[mask], 1)

@@ -49,17 +49,22 @@ def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def _window(xp, i, j, out_hw, strides):
+    """xp[:, s*y+i, s*x+j, :] for every output position (y, x): tap (i, j)'s input window."""
+    (sh, sw), (out_h, out_w) = strides, out_hw
+    return jax.lax.slice(
+        xp, (0, i, j, 0),
+        (xp.shape[0], i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, xp.shape[3]),
+        (1, sh, sw, 1))
+
+
 def _shifted_sum(xp, kernel, out_hw, strides):
     """sum_ij xp[:, s*y+i, s*x+j, :] * kernel[i, j]: a 'valid' depthwise conv of padded xp."""
-    (kh, kw, _), (sh, sw), (out_h, out_w) = kernel.shape, strides, out_hw
+    kh, kw, _ = kernel.shape
     out = None
     for i in range(kh):
         for j in range(kw):
-            window = jax.lax.slice(
-                xp, (0, i, j, 0),
-                (xp.shape[0], i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, xp.shape[3]),
-                (1, sh, sw, 1))
-            term = window * kernel[i, j]
+            term = _window(xp, i, j, out_hw, strides) * kernel[i, j]
             out = term if out is None else out + term
     return out
 
@@ -112,7 +117,7 @@ def _depthwise_bwd(strides, padding, residuals, g):
     g, xp = materialize(g, xp)
     (kh, kw, _), (sh, sw) = kernel.shape, strides
     (pt, pb), (pl, pr) = padding
-    n, c = xp.shape[0], xp.shape[3]
+    c = xp.shape[3]
     h, w = xp.shape[1] - pt - pb, xp.shape[2] - pl - pr
     out_h, out_w = g.shape[1], g.shape[2]
     # Input gradient: a stride-1 'valid' conv of the dilated, padded gradient, kernel flipped.
@@ -123,13 +128,9 @@ def _depthwise_bwd(strides, padding, residuals, g):
     gp = jax.lax.pad(g, zero, ((0, 0, 0), (lo_h, hi_h, sh - 1), (lo_w, hi_w, sw - 1), (0, 0, 0)))
     dx = _shifted_sum(gp, kernel[::-1, ::-1].astype(g.dtype), (h, w), (1, 1))
     # Kernel gradient: for each tap, the sum over batch and positions of window * gradient.
-    taps = []
-    for i in range(kh):
-        for j in range(kw):
-            window = jax.lax.slice(
-                xp, (0, i, j, 0), (n, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, c),
-                (1, sh, sw, 1))
-            taps.append(jnp.sum((window * g).reshape(-1, c).astype(jnp.float32), axis=0))
+    taps = [jnp.sum((_window(xp, i, j, (out_h, out_w), strides) * g)
+                    .reshape(-1, c).astype(jnp.float32), axis=0)
+            for i in range(kh) for j in range(kw)]
     dk = jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
     return dx.astype(xp.dtype), dk
 
@@ -149,7 +150,8 @@ class _DepthwiseBase(nn.Module):
     param_dtype: Any = jnp.float32
     kernel_init: Callable = nn.initializers.lecun_normal()
 
-    def _kernel_and_input(self, x):
+    def _prepare(self, x):
+        """(x, kernel (kh, kw, C), strides pair, padding tuple), checked and dtype-promoted."""
         channels = x.shape[-1]
         if self.feature_group_count != channels or self.features != channels or self.use_bias:
             raise ValueError(f"{type(self).__name__} supports only bias-free depthwise convs "
@@ -159,7 +161,8 @@ class _DepthwiseBase(nn.Module):
         kh, kw = self.kernel_size
         kernel = self.param("kernel", self.kernel_init, (kh, kw, 1, channels), self.param_dtype)
         x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-        return x, kernel
+        padding = tuple(tuple(p) for p in self.padding)
+        return x, kernel[:, :, 0, :], _pair(self.strides), padding
 
 
 class SlicedDepthwiseConv(_DepthwiseBase):
@@ -173,9 +176,7 @@ class SlicedDepthwiseConv(_DepthwiseBase):
 
     @nn.compact
     def __call__(self, x):
-        x, kernel = self._kernel_and_input(x)
-        kernel, strides = kernel[:, :, 0, :], _pair(self.strides)
-        padding = tuple(tuple(p) for p in self.padding)
+        x, kernel, strides, padding = self._prepare(x)
         xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
         return _shifted_sum(xp, kernel, _out_hw(x, kernel, strides, padding), strides)
 
@@ -189,9 +190,7 @@ class VJPDepthwiseConv(_DepthwiseBase):
 
     @nn.compact
     def __call__(self, x):
-        x, kernel = self._kernel_and_input(x)
-        padding = tuple(tuple(p) for p in self.padding)
-        return depthwise_conv_vjp(x, kernel[:, :, 0, :], _pair(self.strides), padding)
+        return depthwise_conv_vjp(*self._prepare(x))
 
 
 class PointwiseConv(nn.Module):
