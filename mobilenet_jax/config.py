@@ -137,7 +137,7 @@ def resolve_depthwise(depthwise: str, backend: Optional[str] = None) -> str:
     if backend is None:
         import jax
         backend = jax.default_backend()
-    # CPU: 'vjp' measured fastest for the whole training step (1.1-1.6x 'slices', several
+    # CPU: 'vjp' measured fastest for the whole training step (1.3-1.6x 'slices', several
     # times XLA's grouped conv; the forward pass, hence inference, is the same as 'slices'):
     # see experiments/cpu_benchmark.md and `python -m mobilenet_jax.benchmark --depthwise ...`.
     # GPU/TPU: no such machine was available to measure on, so keep XLA's own grouped conv
