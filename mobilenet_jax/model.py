@@ -82,7 +82,7 @@ def depthwise_conv_vjp(x, kernel, strides, padding):
 
 
 def _out_hw(x, kernel, strides, padding):
-    (kh, kw, _), (sh, sw) = kernel.shape, strides
+    (kh, kw), (sh, sw) = kernel.shape[:2], strides
     (pt, pb), (pl, pr) = padding
     return ((x.shape[1] + pt + pb - kh) // sh + 1, (x.shape[2] + pl + pr - kw) // sw + 1)
 
@@ -136,6 +136,68 @@ def _depthwise_bwd(strides, padding, residuals, g):
 
 
 depthwise_conv_vjp.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+def _conv(x, kernel, strides, padding):
+    return jax.lax.conv_general_dilated(x, kernel, strides, padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def few_channel_conv(x, kernel, strides, padding):
+    """Dense conv, NHWC x HWIO kernel, for a handful of input channels (the RGB stem).
+
+    Forward as kh*kw*C_in shifted slices times a row of the kernel, summed: XLA:CPU's
+    convolution is 2-4x slower here, its channel axis being only 3 wide
+    (experiments/stem_cpu.md). The backward is the convolution's own VJP, which the sliced
+    form's autodiff (27 reductions over the batch) does not beat.
+    """
+    xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    out_hw = _out_hw(x, kernel, strides, padding)
+    out = None
+    for i in range(kernel.shape[0]):
+        for j in range(kernel.shape[1]):
+            window = _window(xp, i, j, out_hw, strides)
+            for c in range(kernel.shape[2]):
+                term = window[..., c:c + 1] * kernel[i, j, c]
+                out = term if out is None else out + term
+    # Its own buffer: else XLA folds the middle tap of the next depthwise conv, a slice of
+    # the padded input, back into this sum and recomputes all of it there (in inference).
+    out, = materialize(out)
+    return out
+
+
+def _few_channel_fwd(x, kernel, strides, padding):
+    return few_channel_conv(x, kernel, strides, padding), (x, kernel)
+
+
+def _few_channel_bwd(strides, padding, residuals, g):
+    return jax.vjp(lambda x, k: _conv(x, k, strides, padding), *residuals)[1](g)
+
+
+few_channel_conv.defvjp(_few_channel_fwd, _few_channel_bwd)
+
+
+class FewChannelConv(nn.Module):
+    """`nn.Conv` (bias-free, explicit padding, same 'kernel') computed by `few_channel_conv`."""
+    features: int
+    kernel_size: Sequence[int] = (3, 3)
+    strides: Any = 1
+    padding: Any = PAD1
+    use_bias: bool = False
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    kernel_init: Callable = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x):
+        if self.use_bias or isinstance(self.padding, str):
+            raise ValueError("FewChannelConv supports only bias-free convs with explicit padding")
+        kernel = self.param("kernel", self.kernel_init,
+                            (*self.kernel_size, x.shape[-1], self.features), self.param_dtype)
+        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+        padding = tuple(tuple(p) for p in self.padding)
+        return few_channel_conv(x, kernel, _pair(self.strides), padding)
 
 
 class _DepthwiseBase(nn.Module):
@@ -285,9 +347,12 @@ class MobileNetV1(nn.Module):
         act = nn.relu6
         width = functools.partial(scaled_channels, width_multiplier=self.width_multiplier)
 
+        # The hand-written CPU formulations ("vjp") also get a stem for 3 input channels.
+        stem_conv = (functools.partial(FewChannelConv, dtype=self.dtype, kernel_init=glorot)
+                     if self.depthwise == "vjp" else conv)
         x = x.astype(self.dtype)
-        x = conv(width(STEM_CHANNELS), (3, 3), strides=self.stem_stride, padding=PAD1,
-                 name="stem")(x)
+        x = stem_conv(width(STEM_CHANNELS), (3, 3), strides=self.stem_stride, padding=PAD1,
+                      name="stem")(x)
         x = act(norm(name="stem_bn")(x))
         for i, (channels, strides) in enumerate(PAPER_BLOCKS):
             hidden = (max(1, round(x.shape[-1] * SEED_HIDDEN_RATIO))

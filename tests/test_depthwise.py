@@ -6,8 +6,8 @@ import pytest
 from flax import linen as nn
 
 from mobilenet_jax.config import resolve_depthwise
-from mobilenet_jax.model import (DEPTHWISE_IMPLEMENTATIONS, PAD1, MobileNetV1, PointwiseConv,
-                                 materialize)
+from mobilenet_jax.model import (DEPTHWISE_IMPLEMENTATIONS, PAD1, FewChannelConv, MobileNetV1,
+                                 PointwiseConv, materialize)
 
 OTHERS = [name for name in DEPTHWISE_IMPLEMENTATIONS if name != "xla"]
 
@@ -120,6 +120,27 @@ def test_pointwise_matmul_matches_conv(shape, features):
                                rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError):
         PointwiseConv(features, (3, 3)).init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize("in_channels,features", [(3, 3), (3, 32), (1, 5)])
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("size", [7, 8])
+def test_few_channel_conv_matches_conv(in_channels, features, strides, size):
+    """The stem's sliced conv equals nn.Conv: same params, values and both gradients."""
+    x = jax.random.normal(jax.random.key(size), (2, size, size + 1, in_channels))
+    ref = nn.Conv(features, (3, 3), strides=strides, padding=PAD1, use_bias=False)
+    variables = ref.init(jax.random.key(1), x)
+    mod = FewChannelConv(features, (3, 3), strides=strides, padding=PAD1)
+    assert jax.tree.map(jnp.shape, mod.init(jax.random.key(1), x)) == \
+        jax.tree.map(jnp.shape, variables)
+    y_ref, (gv_ref, gx_ref) = _values_and_grads(ref, variables, x)
+    y, (gv, gx) = _values_and_grads(mod, variables, x)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gv["params"]["kernel"], gv_ref["params"]["kernel"],
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError):
+        FewChannelConv(features, padding="SAME").init(jax.random.key(0), x)
 
 
 def test_materialize_is_identity_and_keeps_nan():
