@@ -2,6 +2,7 @@
 
     python experiments/profile_train_step.py --alpha 1.0 [--depthwise vjp] [--steps 5]
     python experiments/profile_train_step.py --alpha 0.1 --mode infer --batch-size 1024
+    python experiments/profile_train_step.py --alpha 0.1 --per-op   # each op, with its shape
 
 Traces a few steps of the real jitted `train.train_step` (synthetic batch 128; with
 `--mode infer`, `train.eval_step`), then sums the
@@ -29,15 +30,17 @@ from mobilenet_jax.train import Devices, eval_step, state_initializer, train_ste
 
 
 def op_kinds(hlo_text):
-    """fusion instruction name -> (name without number, sorted HLO ops inside it)."""
+    """fusion instruction name -> (name without number, sorted HLO ops inside it), and
+    fusion instruction name -> its output shape."""
     bodies = {}
     for m in re.finditer(r"\n(%[\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo_text, re.S):
         ops = set(re.findall(r"= \S+ ([a-z][\w-]*)\(", m.group(2)))
         bodies[m.group(1)] = tuple(sorted(ops - {"parameter", "bitcast", "constant"}))
-    kinds = {}
-    for m in re.finditer(r"%([\w.\-]+) = \S+ fusion\(.*?calls=(%[\w.\-]+)", hlo_text):
-        kinds[m.group(1)] = (re.sub(r"\.\d+$", "", m.group(1)), bodies.get(m.group(2), ()))
-    return kinds
+    kinds, shapes = {}, {}
+    for m in re.finditer(r"%([\w.\-]+) = (\S+) fusion\(.*?calls=(%[\w.\-]+)", hlo_text):
+        kinds[m.group(1)] = (re.sub(r"\.\d+$", "", m.group(1)), bodies.get(m.group(3), ()))
+        shapes[m.group(1)] = re.sub(r"\{[^}]*\}", "", m.group(2))
+    return kinds, shapes
 
 
 def main():
@@ -48,6 +51,8 @@ def main():
     parser.add_argument("--mode", choices=("train", "infer"), default="train")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--per-op", action="store_true",
+                        help="rank single ops (with their output shapes), not op kinds")
     args = parser.parse_args()
 
     config = Config(width_multiplier=args.alpha, depthwise=args.depthwise,
@@ -63,13 +68,13 @@ def main():
         jitted = jax.jit(functools.partial(train_step, config=config, schedule=schedule),
                          donate_argnums=0)
         key = jax.random.key(1)
-        kinds = op_kinds(jitted.lower(state, batch, key).compile().as_text())
+        kinds, shapes = op_kinds(jitted.lower(state, batch, key).compile().as_text())
 
         def step(state):
             return jitted(state, batch, key)
     else:
         jitted = jax.jit(functools.partial(eval_step, config=config))
-        kinds = op_kinds(jitted.lower(state, batch).compile().as_text())
+        kinds, shapes = op_kinds(jitted.lower(state, batch).compile().as_text())
 
         def step(state):
             return state, jitted(state, batch)
@@ -98,6 +103,8 @@ def main():
         if e.get("ph") != "X" or e["name"].startswith(("$", "Thunk", "Pjit", "Common", "end:")):
             continue
         kind = kinds.get(e["name"], (re.sub(r"\.\d+$", "", e["name"]), ()))
+        if args.per_op:
+            kind = (f'{e["name"]} {shapes.get(e["name"], "")}', kind[1])
         per_kind[kind] += e["dur"] / 1e3 / args.steps
         calls[kind] += 1 / args.steps
     print(f"{args.mode}: alpha {args.alpha}, depthwise {config.depthwise}, batch {config.batch_size}: "
