@@ -39,8 +39,8 @@ class Config:
                        "BatchNorm statistics, loss and optimizer state stay float32", DTYPES)
     depthwise: str = field("auto", "depthwise conv implementation (same parameters for all): 'xla' "
                            "(nn.Conv feature_group_count), 'slices' (nine shifted slices), 'vjp' "
-                           "(slices, hand-written backward), 'auto' (the fastest measured for "
-                           "the backend: vjp on CPU, xla elsewhere)",
+                           "(slices, hand-written backward, sliced stem), 'auto' (the fastest "
+                           "measured for the backend: vjp on CPU, xla elsewhere)",
                            ("auto",) + tuple(DEPTHWISE_IMPLEMENTATIONS))
     # --- data --------------------------------------------------------------------------------
     dataset: str = field("cifar100", "tensorflow-datasets name")
@@ -137,8 +137,8 @@ def resolve_depthwise(depthwise: str, backend: Optional[str] = None) -> str:
     if backend is None:
         import jax
         backend = jax.default_backend()
-    # CPU: 'vjp' measured fastest for the whole training step (1.3-1.6x 'slices', several
-    # times XLA's grouped conv; the forward pass, hence inference, is the same as 'slices'):
+    # CPU: 'vjp' measured fastest for the whole training step (1.4-1.5x 'slices', 4.5-5x
+    # XLA's grouped conv) and for inference (1.0-1.4x 'slices', its sliced stem):
     # see experiments/cpu_benchmark.md and `python -m mobilenet_jax.benchmark --depthwise ...`.
     # GPU/TPU: no such machine was available to measure on, so keep XLA's own grouped conv
     # (cuDNN has dedicated depthwise kernels) until the benchmark says otherwise.

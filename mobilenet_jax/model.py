@@ -148,9 +148,9 @@ def few_channel_conv(x, kernel, strides, padding):
     """Dense conv, NHWC x HWIO kernel, for a handful of input channels (the RGB stem).
 
     Forward as kh*kw*C_in shifted slices times a row of the kernel, summed: XLA:CPU's
-    convolution is 2-4x slower here, its channel axis being only 3 wide
-    (experiments/stem_cpu.md). The backward is the convolution's own VJP, which the sliced
-    form's autodiff (27 reductions over the batch) does not beat.
+    convolution of a 3-channel input is up to 2.4x slower (experiments/stem_cpu.md). The
+    backward is the convolution's own VJP, which the sliced form's autodiff (27 reductions
+    over the batch) does not beat.
     """
     xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
     out_hw = _out_hw(x, kernel, strides, padding)
