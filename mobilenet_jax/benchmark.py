@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mobilenet_jax import data
+from mobilenet_jax import data, hostmem
 from mobilenet_jax.config import Config, DTYPES, OneLineErrorParser, fail, resolve_depthwise
 from mobilenet_jax.model import DEPTHWISE_IMPLEMENTATIONS, MobileNetV1
 from mobilenet_jax.summary import summarize, totals
@@ -287,11 +287,13 @@ def main(argv=None):
         fail(str(e))
 
     info = machine_info()
+    info["keep_freed_memory"] = hostmem.keep_freed_memory()
     peak = matmul_peak(512 if args.smoke else 2048)
     print(f"# {info['cpu']} | {info['cpu_count']} cores | backend {info['backend']} "
           f"({info['device_kind']}) | jax {info['versions']['jax']} flax "
           f"{info['versions']['flax']} optax {info['versions']['optax']} python "
-          f"{info['versions']['python']}", flush=True)
+          f"{info['versions']['python']} | keep freed memory "
+          f"{'on' if info['keep_freed_memory'] else 'off'}", flush=True)
     print(f"# float32 {peak['n']}^3 matmul: {peak['gflops_median']:.1f} GFLOP/s (median)",
           flush=True)
     records = []

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from mobilenet_jax import checkpoint as ckpt_lib
-from mobilenet_jax import data
+from mobilenet_jax import data, hostmem
 from mobilenet_jax.config import OneLineErrorParser, add_config_flags, fail
 from mobilenet_jax.train import Devices, add_sums, eval_step, state_initializer
 
@@ -77,6 +77,7 @@ def main(argv=None):
     add_config_flags(parser, names=("data_dir", "offline") + MODEL_FLAGS, all_optional=True)
     args = parser.parse_args(argv)
     overrides = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None}
+    hostmem.keep_freed_memory()
     try:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -23,7 +23,7 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mobilenet_jax import checkpoint as ckpt_lib
-from mobilenet_jax import data
+from mobilenet_jax import data, hostmem
 from mobilenet_jax.config import (Config, OneLineErrorParser, add_config_flags, fail,
                                   load_json, save_json)
 from mobilenet_jax.model import MobileNetV1
@@ -387,6 +387,7 @@ def main(argv=None):
     add_config_flags(parser, all_optional=True)
     args = parser.parse_args(argv)
     given = {k: v for k, v in vars(args).items() if v is not None}
+    hostmem.keep_freed_memory()
     try:
         config = Config().replace(**given)  # validates the flags before anything heavy
         maybe_initialize_distributed(config.distributed)
