@@ -137,8 +137,9 @@ def resolve_depthwise(depthwise: str, backend: Optional[str] = None) -> str:
     if backend is None:
         import jax
         backend = jax.default_backend()
-    # CPU: 'vjp' measured fastest for the whole training step (1.4-1.5x 'slices', 4.5-5x
-    # XLA's grouped conv) and for inference (1.0-1.4x 'slices', its sliced stem):
+    # CPU: 'vjp' measured fastest for the whole training step (1.2-2.5x 'slices', 4.5-8x
+    # XLA's grouped conv) and about as fast as 'slices' for inference (0.9-1.7x, its sliced
+    # stem), in the two sittings of 2026-11-25 22:36 and 23:43 UTC:
     # see experiments/cpu_benchmark.md and `python -m mobilenet_jax.benchmark --depthwise ...`.
     # GPU/TPU: no such machine was available to measure on, so keep XLA's own grouped conv
     # (cuDNN has dedicated depthwise kernels) until the benchmark says otherwise.

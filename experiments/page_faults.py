@@ -1,0 +1,58 @@
+"""Page faults and kernel time per training step, with and without hostmem.keep_freed_memory.
+
+    python experiments/page_faults.py --alpha 0.25 [--keep-freed-memory] [--steps 20]
+
+Runs the real jitted train step (synthetic batch 128) and reports, per step: wall time, minor
+page faults, and user / system CPU time of the process (getrusage). Run it once with and once
+without the flag: the flag is process-wide, so the two cases need separate processes.
+"""
+import argparse
+import functools
+import resource
+import time
+
+import jax
+
+from mobilenet_jax import hostmem
+from mobilenet_jax.benchmark import STEPS_PER_EPOCH, synthetic_batch
+from mobilenet_jax.config import Config
+from mobilenet_jax.train import Devices, state_initializer, train_step
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--alpha", type=float, default=0.25)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--keep-freed-memory", action="store_true")
+    args = parser.parse_args()
+    applied = hostmem.keep_freed_memory() if args.keep_freed_memory else False
+
+    config = Config(width_multiplier=args.alpha, batch_size=args.batch_size)
+    devices = Devices(config.batch_size)
+    batch = devices.global_batch(synthetic_batch(config.batch_size, config.num_classes))
+    schedule, init_fn = state_initializer(config, STEPS_PER_EPOCH)
+    state = jax.jit(init_fn, out_shardings=devices.replicated)(jax.random.key(0))
+    step = jax.jit(functools.partial(train_step, config=config, schedule=schedule),
+                   donate_argnums=0).lower(state, batch, jax.random.key(1)).compile()
+    temp_mb = step.memory_analysis().temp_size_in_bytes / 2**20
+    for _ in range(3):
+        state, metrics = step(state, batch, jax.random.key(1))
+    jax.block_until_ready(metrics)
+
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    for _ in range(args.steps):
+        state, metrics = step(state, batch, jax.random.key(1))
+        jax.block_until_ready(metrics)
+    wall = (time.perf_counter() - start) / args.steps
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    per_step = lambda field: (getattr(after, field) - getattr(before, field)) / args.steps
+    print(f"alpha {args.alpha} batch {args.batch_size} keep_freed_memory {applied}: "
+          f"{wall * 1e3:.1f} ms/step, step temp buffer {temp_mb:.0f} MiB, "
+          f"{per_step('ru_minflt'):.0f} minor page faults/step, "
+          f"user {per_step('ru_utime') * 1e3:.1f} ms + system {per_step('ru_stime') * 1e3:.1f} ms "
+          f"CPU/step")
+
+
+if __name__ == "__main__":
+    main()
