@@ -43,7 +43,7 @@ class CheapDepthwise(model_mod._DepthwiseBase):
 
     @nn.compact
     def __call__(self, x):
-        x, kernel, (sh, sw), _ = self._prepare(x)
+        x, kernel, (sh, sw), _ = self._prepare_depthwise(x)
         return x[:, ::sh, ::sw, :] * kernel[1, 1]
 
 

@@ -7,26 +7,14 @@ Rows: inference batch 1024 (forward) and training batch 128 (forward + kernel gr
 stem's output width at alpha 0.1 / 0.25 / 1.0 (3 / 8 / 32 channels). ReLU6 on the output, as
 the BatchNorm and activation that follow would be fused there. Median ms of 20 calls.
 """
-import statistics
-import time
-
 import jax
 import jax.numpy as jnp
+from pointwise_micro import median_ms  # the script's own directory is on sys.path
 
 from mobilenet_jax.model import PAD1, _conv, few_channel_conv
 
 ROWS = [("infer", 1024, 3), ("infer", 1024, 32), ("train", 128, 3), ("train", 128, 8),
         ("train", 128, 32)]
-
-
-def median_ms(fn, *args, reps=20):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def main():

@@ -178,8 +178,8 @@ def _few_channel_bwd(strides, padding, residuals, g):
 few_channel_conv.defvjp(_few_channel_fwd, _few_channel_bwd)
 
 
-class FewChannelConv(nn.Module):
-    """`nn.Conv` (bias-free, explicit padding, same 'kernel') computed by `few_channel_conv`."""
+class _SlicedConvBase(nn.Module):
+    """nn.Conv's fields, shared by the convs written out as shifted slices."""
     features: int
     kernel_size: Sequence[int] = (3, 3)
     strides: Any = 1
@@ -188,43 +188,40 @@ class FewChannelConv(nn.Module):
     dtype: Any = None
     param_dtype: Any = jnp.float32
     kernel_init: Callable = nn.initializers.lecun_normal()
+
+    def _prepare(self, x, kernel_shape):
+        """(x, kernel, strides pair, padding tuple): 'kernel' of kernel_shape, checked and
+        dtype-promoted."""
+        if self.use_bias:
+            raise ValueError(f"{type(self).__name__} supports only bias-free convs")
+        if isinstance(self.padding, str):
+            raise ValueError(f"{type(self).__name__} needs explicit padding, got {self.padding!r}")
+        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
+        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+        return x, kernel, _pair(self.strides), tuple(tuple(p) for p in self.padding)
+
+
+class FewChannelConv(_SlicedConvBase):
+    """`nn.Conv` (bias-free, explicit padding, same 'kernel') computed by `few_channel_conv`."""
 
     @nn.compact
     def __call__(self, x):
-        if self.use_bias or isinstance(self.padding, str):
-            raise ValueError("FewChannelConv supports only bias-free convs with explicit padding")
-        kernel = self.param("kernel", self.kernel_init,
-                            (*self.kernel_size, x.shape[-1], self.features), self.param_dtype)
-        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-        padding = tuple(tuple(p) for p in self.padding)
-        return few_channel_conv(x, kernel, _pair(self.strides), padding)
+        kernel_shape = (*self.kernel_size, x.shape[-1], self.features)
+        return few_channel_conv(*self._prepare(x, kernel_shape))
 
 
-class _DepthwiseBase(nn.Module):
-    """Shared fields and checks of the depthwise implementations (nn.Conv's signature)."""
-    features: int
-    kernel_size: Sequence[int] = (3, 3)
-    strides: Any = 1
-    padding: Any = PAD1
+class _DepthwiseBase(_SlicedConvBase):
+    """The depthwise implementations: nn.Conv's signature, features == groups == channels."""
     feature_group_count: int = 1
-    use_bias: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    kernel_init: Callable = nn.initializers.lecun_normal()
 
-    def _prepare(self, x):
+    def _prepare_depthwise(self, x):
         """(x, kernel (kh, kw, C), strides pair, padding tuple), checked and dtype-promoted."""
         channels = x.shape[-1]
-        if self.feature_group_count != channels or self.features != channels or self.use_bias:
-            raise ValueError(f"{type(self).__name__} supports only bias-free depthwise convs "
+        if self.feature_group_count != channels or self.features != channels:
+            raise ValueError(f"{type(self).__name__} supports only depthwise convs "
                              f"(features == feature_group_count == {channels})")
-        if isinstance(self.padding, str):
-            raise ValueError(f"{type(self).__name__} needs explicit padding, got {self.padding!r}")
-        kh, kw = self.kernel_size
-        kernel = self.param("kernel", self.kernel_init, (kh, kw, 1, channels), self.param_dtype)
-        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-        padding = tuple(tuple(p) for p in self.padding)
-        return x, kernel[:, :, 0, :], _pair(self.strides), padding
+        x, kernel, strides, padding = self._prepare(x, (*self.kernel_size, 1, channels))
+        return x, kernel[:, :, 0, :], strides, padding
 
 
 class SlicedDepthwiseConv(_DepthwiseBase):
@@ -238,7 +235,7 @@ class SlicedDepthwiseConv(_DepthwiseBase):
 
     @nn.compact
     def __call__(self, x):
-        x, kernel, strides, padding = self._prepare(x)
+        x, kernel, strides, padding = self._prepare_depthwise(x)
         xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
         return _shifted_sum(xp, kernel, _out_hw(x, kernel, strides, padding), strides)
 
@@ -252,7 +249,7 @@ class VJPDepthwiseConv(_DepthwiseBase):
 
     @nn.compact
     def __call__(self, x):
-        return depthwise_conv_vjp(*self._prepare(x))
+        return depthwise_conv_vjp(*self._prepare_depthwise(x))
 
 
 class PointwiseConv(nn.Module):

@@ -103,21 +103,26 @@ def test_auto_resolves_to_an_implementation():
     assert resolve_depthwise("slices", "gpu") == "slices"
 
 
+def _assert_same_as_conv(mod, ref, variables, x, atol):
+    """mod has ref's (an nn.Conv's) parameters and computes its values and both gradients
+    (the kernel gradient at atol 1e-5, as it sums over the batch and positions)."""
+    assert jax.tree.map(jnp.shape, mod.init(jax.random.key(1), x)) == \
+        jax.tree.map(jnp.shape, variables)
+    y_ref, (gv_ref, gx_ref) = _values_and_grads(ref, variables, x)
+    y, (gv, gx) = _values_and_grads(mod, variables, x)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=atol)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-5, atol=atol)
+    np.testing.assert_allclose(gv["params"]["kernel"], gv_ref["params"]["kernel"],
+                               rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("shape,features", [((2, 5, 6, 3), 8), ((3, 1, 1, 16), 4), ((1, 4, 4, 1), 1)])
 def test_pointwise_matmul_matches_conv(shape, features):
     """PointwiseConv (a matmul) equals nn.Conv with a 1x1 kernel: same params, values, grads."""
     x = jax.random.normal(jax.random.key(features), shape)
     ref = nn.Conv(features, (1, 1), use_bias=False)
     variables = ref.init(jax.random.key(1), x)
-    mod = PointwiseConv(features, (1, 1))
-    assert jax.tree.map(jnp.shape, mod.init(jax.random.key(1), x)) == \
-        jax.tree.map(jnp.shape, variables)
-    y_ref, (gv_ref, gx_ref) = _values_and_grads(ref, variables, x)
-    y, (gv, gx) = _values_and_grads(mod, variables, x)
-    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(gx, gx_ref, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(gv["params"]["kernel"], gv_ref["params"]["kernel"],
-                               rtol=1e-5, atol=1e-5)
+    _assert_same_as_conv(PointwiseConv(features, (1, 1)), ref, variables, x, atol=1e-6)
     with pytest.raises(ValueError):
         PointwiseConv(features, (3, 3)).init(jax.random.key(0), x)
 
@@ -130,15 +135,8 @@ def test_few_channel_conv_matches_conv(in_channels, features, strides, size):
     x = jax.random.normal(jax.random.key(size), (2, size, size + 1, in_channels))
     ref = nn.Conv(features, (3, 3), strides=strides, padding=PAD1, use_bias=False)
     variables = ref.init(jax.random.key(1), x)
-    mod = FewChannelConv(features, (3, 3), strides=strides, padding=PAD1)
-    assert jax.tree.map(jnp.shape, mod.init(jax.random.key(1), x)) == \
-        jax.tree.map(jnp.shape, variables)
-    y_ref, (gv_ref, gx_ref) = _values_and_grads(ref, variables, x)
-    y, (gv, gx) = _values_and_grads(mod, variables, x)
-    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(gx, gx_ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(gv["params"]["kernel"], gv_ref["params"]["kernel"],
-                               rtol=1e-5, atol=1e-5)
+    _assert_same_as_conv(FewChannelConv(features, (3, 3), strides=strides, padding=PAD1),
+                         ref, variables, x, atol=1e-5)
     with pytest.raises(ValueError):
         FewChannelConv(features, padding="SAME").init(jax.random.key(0), x)
 
