@@ -25,6 +25,8 @@ SEED_HIDDEN_RATIO = 0.9997
 # Symmetric padding of 1 for every 3x3 conv, as the reference and PyTorch do. 'SAME' would pad
 # stride-2 convs asymmetrically (0 before, 1 after) and change which pixels each output sees.
 PAD1 = ((1, 1), (1, 1))
+# With depthwise="vjp", pointwise convs with at most this many inputs use `few_channel_conv`.
+SLICED_POINTWISE_MAX_INPUTS = 4
 
 
 def scaled_channels(channels: int, width_multiplier: float) -> int:
@@ -138,19 +140,29 @@ def _depthwise_bwd(strides, padding, residuals, g):
 depthwise_conv_vjp.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
+def _pointwise(x, kernel):
+    """A 1x1 conv (kernel (1, 1, in, out)) as one matmul over the channel axis."""
+    rows = x.reshape(-1, x.shape[-1]) @ kernel[0, 0]
+    return rows.reshape(*x.shape[:-1], kernel.shape[-1])
+
+
 def _conv(x, kernel, strides, padding):
+    if kernel.shape[:2] == (1, 1) and strides == (1, 1) and padding == ((0, 0), (0, 0)):
+        return _pointwise(x, kernel)
     return jax.lax.conv_general_dilated(x, kernel, strides, padding,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def few_channel_conv(x, kernel, strides, padding):
-    """Dense conv, NHWC x HWIO kernel, for a handful of input channels (the RGB stem).
+    """Dense conv, NHWC x HWIO kernel, for a handful of input channels (the RGB stem, the
+    first pointwise convs of narrow networks).
 
     Forward as kh*kw*C_in shifted slices times a row of the kernel, summed: XLA:CPU's
-    convolution of a 3-channel input is up to 2.4x slower (experiments/stem_cpu.md). The
-    backward is the convolution's own VJP, which the sliced form's autodiff (27 reductions
-    over the batch) does not beat.
+    convolution of a 3-channel input is up to 2.4x slower (experiments/stem_cpu.md), and a
+    matmul with 3 inputs 4-6x slower (experiments/pointwise_cpu.md). The backward
+    is the convolution's (for 1x1, the matmul's) own VJP, which the sliced form's autodiff (a
+    reduction over the batch per kernel entry) does not beat.
     """
     xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
     out_hw = _out_hw(x, kernel, strides, padding)
@@ -265,6 +277,10 @@ class PointwiseConv(nn.Module):
     dtype: Any = None
     param_dtype: Any = jnp.float32
     kernel_init: Callable = nn.initializers.lecun_normal()
+    # Up to this many input channels the forward is `few_channel_conv`'s multiply-adds: a
+    # matmul that thin runs far below XLA:CPU's elementwise loops (pointwise_cpu.md; with
+    # 6 or 8 inputs neither wins).
+    max_sliced_inputs: int = 0
 
     @nn.compact
     def __call__(self, x):
@@ -273,8 +289,9 @@ class PointwiseConv(nn.Module):
         kernel = self.param("kernel", self.kernel_init, (1, 1, x.shape[-1], self.features),
                             self.param_dtype)
         x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-        rows = x.reshape(-1, x.shape[-1]) @ kernel[0, 0]
-        return rows.reshape(*x.shape[:-1], self.features)
+        if x.shape[-1] <= self.max_sliced_inputs:
+            return few_channel_conv(x, kernel, (1, 1), ((0, 0), (0, 0)))
+        return _pointwise(x, kernel)
 
 
 DEPTHWISE_IMPLEMENTATIONS = {"xla": nn.Conv, "slices": SlicedDepthwiseConv,
@@ -331,7 +348,9 @@ class MobileNetV1(nn.Module):
     def __call__(self, x, train: bool = False, features_only: bool = False):
         glorot = nn.initializers.glorot_uniform()
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=glorot)
-        pointwise_conv = functools.partial(PointwiseConv, dtype=self.dtype, kernel_init=glorot)
+        pointwise_conv = functools.partial(
+            PointwiseConv, dtype=self.dtype, kernel_init=glorot,
+            max_sliced_inputs=SLICED_POINTWISE_MAX_INPUTS if self.depthwise == "vjp" else 0)
         depthwise_conv = functools.partial(DEPTHWISE_IMPLEMENTATIONS[self.depthwise],
                                            use_bias=False, dtype=self.dtype, kernel_init=glorot)
         # Statistics are reduced in float32 even for bfloat16 activations; under jit over a
@@ -344,7 +363,8 @@ class MobileNetV1(nn.Module):
         act = nn.relu6
         width = functools.partial(scaled_channels, width_multiplier=self.width_multiplier)
 
-        # The hand-written CPU formulations ("vjp") also get a stem for 3 input channels.
+        # The hand-written CPU formulations ("vjp") also get the sliced form of the stem and
+        # of the pointwise convs with few inputs.
         stem_conv = (functools.partial(FewChannelConv, dtype=self.dtype, kernel_init=glorot)
                      if self.depthwise == "vjp" else conv)
         x = x.astype(self.dtype)

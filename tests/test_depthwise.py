@@ -117,12 +117,17 @@ def _assert_same_as_conv(mod, ref, variables, x, atol):
 
 
 @pytest.mark.parametrize("shape,features", [((2, 5, 6, 3), 8), ((3, 1, 1, 16), 4), ((1, 4, 4, 1), 1)])
-def test_pointwise_matmul_matches_conv(shape, features):
-    """PointwiseConv (a matmul) equals nn.Conv with a 1x1 kernel: same params, values, grads."""
+@pytest.mark.parametrize("max_sliced_inputs", [0, 16])
+def test_pointwise_matmul_matches_conv(shape, features, max_sliced_inputs):
+    """PointwiseConv (a matmul, or multiply-adds for few inputs) equals nn.Conv with a 1x1
+    kernel: same params, values, grads."""
     x = jax.random.normal(jax.random.key(features), shape)
     ref = nn.Conv(features, (1, 1), use_bias=False)
     variables = ref.init(jax.random.key(1), x)
-    _assert_same_as_conv(PointwiseConv(features, (1, 1)), ref, variables, x, atol=1e-6)
+    mod = PointwiseConv(features, (1, 1), max_sliced_inputs=max_sliced_inputs)
+    _assert_same_as_conv(mod, ref, variables, x, atol=1e-6)
+    forward = str(jax.make_jaxpr(mod.apply)(variables, x))
+    assert ("dot_general" in forward) == (max_sliced_inputs < shape[-1])
     with pytest.raises(ValueError):
         PointwiseConv(features, (3, 3)).init(jax.random.key(0), x)
 
