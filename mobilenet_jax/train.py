@@ -85,10 +85,15 @@ def state_initializer(config: Config, steps_per_epoch: int):
 # ---- the steps: pure functions of (state, batch, rng) ---------------------------------------
 
 def classification_metrics(logits, labels, loss_per_example, weights):
-    top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+    # The label's place in the order of `lax.top_k` (descending, ties to the lower index):
+    # one compare and sum, where XLA:CPU's TopK took ~0.6 ms of a 20 ms inference step.
+    label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+    before = (logits > label_logit) | ((logits == label_logit)
+                                       & (jnp.arange(logits.shape[-1]) < labels[:, None]))
+    rank = jnp.sum(before, axis=-1)
     return {"loss": jnp.sum(loss_per_example * weights),
             "top1": jnp.sum((jnp.argmax(logits, -1) == labels) * weights),
-            "top5": jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * weights),
+            "top5": jnp.sum((rank < 5) * weights),
             "count": jnp.sum(weights)}
 
 

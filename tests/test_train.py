@@ -109,6 +109,20 @@ def test_metrics_top1_top5_hand_computed():
     assert float(m["top1"]) == 1 and float(m["top5"]) == 1 and float(m["count"]) == 2
 
 
+def test_metrics_top5_breaks_ties_like_a_stable_sort():
+    """Top-5 is "the label is among the first 5 of a stable descending sort", ties included."""
+    rng = np.random.default_rng(0)
+    logits = rng.integers(0, 4, (200, 10)).astype(np.float32)  # many ties
+    labels = rng.integers(0, 10, 200)
+    expected = sum(label in np.argsort(-row, kind="stable")[:5]
+                   for row, label in zip(logits, labels))
+    top1 = sum(np.argmax(row) == label for row, label in zip(logits, labels))
+    m = train_lib.classification_metrics(jnp.asarray(logits), jnp.asarray(labels),
+                                         jnp.ones(200), jnp.ones(200))
+    assert int(m["top5"]) == expected and int(m["top1"]) == top1
+    assert 0 < expected < 200
+
+
 def test_resuming_with_a_different_architecture_is_refused(subset_dir, tmp_path):
     train_lib.train(tiny_config(subset_dir, tmp_path, max_steps=2))
     with pytest.raises(ValueError, match="width_multiplier=0.1.*width_multiplier=0.5"):
