@@ -2,65 +2,96 @@
 
     .venv/bin/python experiments/make_tables.py experiments/results
 """
+import collections
 import json
 import pathlib
+import re
+import statistics
 import sys
+
+
+def rounds_of(folder):
+    """All peer records, and {round: (peer records, our records)} of a sitting, from
+    peers.jsonl (BENCH_REP) and ours_<mode>_r<round>_a<alpha>.json."""
+    peers = [json.loads(line) for line in (folder / "peers.jsonl").read_text().splitlines()
+             if line.strip()]
+    rounds = collections.defaultdict(lambda: ([], []))
+    for p in peers:
+        rounds[str(p.get("rep", ""))][0].append(p)
+    for path in sorted(folder.glob("ours_*.json")):  # ours_train.json: a one-round sitting
+        rep = re.search(r"_r(\d+)_a", path.name)
+        rounds[rep.group(1) if rep else ""][1].extend(json.loads(path.read_text())["results"])
+    return peers, dict(rounds)
+
+
+def best_peer(peers, mode, alpha):
+    """{variant label: images/s} of the peers at (mode, alpha)."""
+    found = {}
+    for fw, v in PEERS:
+        r = [p for p in peers if p.get("framework") == fw and p.get("variant") == v
+             and p.get("mode") == mode and p.get("alpha") == alpha and "error" not in p]
+        if r:
+            found[(fw, v)] = r[-1]["img_per_s_median"]
+    return found
+
+
+def ours_at(ours, mode, alpha, impl="auto"):
+    r = [x for x in ours if x["mode"] == mode and x["alpha"] == alpha
+         and x["depthwise"] == impl and "error" not in x]
+    return r[-1] if r else None
+
+
+PEERS = (("torch", "eager+cl"), ("torch", "compile+cl"), ("tf", "tffn"), ("tf", "tob"))
 
 
 def main(folder):
     folder = pathlib.Path(folder)
-    peers = [json.loads(line) for line in (folder / "peers.jsonl").read_text().splitlines()
-             if line.strip()]
-    ours = []
-    for name in ("ours_train.json", "ours_infer.json"):
-        p = folder / name
-        if p.exists():
-            ours += json.loads(p.read_text())["results"]
+    all_peers, rounds = rounds_of(folder)
+    reps = sorted(r for r in rounds if rounds[r][1])
+    ours = rounds[reps[0]][1]  # the round with every depthwise implementation
     out = []
-    peak = [p for p in peers if p.get("mode") == "gemm_peak"]
-    out.append("### Ours vs best peer (images/s, median step)\n")
+    peak = [p for p in all_peers if p.get("mode") == "gemm_peak"]
+    out.append("### Ours vs best peer (images/s, median step; median over rounds)\n")
     out.append("| mode | batch | α | PyTorch eager+cl | PyTorch compile+cl | TF tffn | TF tob | "
-               "best peer | ours (auto) | ours/best |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|")
+               "best peer | ours (auto) | ours/best | ours/best per round |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for mode, alphas in (("train", (0.1, 0.25, 1.0)), ("infer", (0.1, 1.0))):
         for a in alphas:
-            cells = []
-            best = 0.0
-            for fw, v in (("torch", "eager+cl"), ("torch", "compile+cl"), ("tf", "tffn"),
-                          ("tf", "tob")):
-                r = [p for p in peers if p.get("framework") == fw and p.get("variant") == v
-                     and p.get("mode") == mode and p.get("alpha") == a and "error" not in p]
-                if r:
-                    x = r[-1]["img_per_s_median"]
-                    best = max(best, x)
-                    cells.append(f"{x:,.0f}")
-                else:
-                    cells.append("–")
-            o = [r for r in ours if r["mode"] == mode and r["alpha"] == a
-                 and r["depthwise"] == "auto" and "error" not in r]
-            mine = o[-1]["img_per_s"] if o else float("nan")
-            batch = o[-1]["batch"] if o else ""
-            out.append(f"| {mode} | {batch} | {a} | " + " | ".join(cells) +
-                       f" | {best:,.0f} | {mine:,.0f} | {mine / best:.2f} |")
+            per_variant = collections.defaultdict(list)
+            mine, per_round = [], []
+            for rep in reps:
+                peers = best_peer(rounds[rep][0], mode, a)
+                for k, v in peers.items():
+                    per_variant[k].append(v)
+                o = ours_at(rounds[rep][1], mode, a)
+                if o and peers:
+                    mine.append(o["img_per_s"])
+                    per_round.append(o["img_per_s"] / max(peers.values()))
+            cells = [f"{statistics.median(per_variant[k]):,.0f}" if k in per_variant else "–"
+                     for k in PEERS]
+            best = max((statistics.median(v) for v in per_variant.values()), default=float("nan"))
+            me = statistics.median(mine) if mine else float("nan")
+            o = ours_at(ours, mode, a)
+            out.append(f"| {mode} | {o['batch'] if o else ''} | {a} | " + " | ".join(cells) +
+                       f" | {best:,.0f} | {me:,.0f} | {me / best:.2f} | "
+                       + " / ".join(f"{x:.2f}" for x in per_round) + " |")
     if peak:
         out.append(f"\nPyTorch 2048³ float32 matmul in the same sitting: "
                    f"{peak[-1]['gflops_median']:.0f} GFLOP/s (median).")
-    out.append("\n### Depthwise implementations (ours, images/s; ratio vs 'xla')\n")
+    out.append(f"\n### Depthwise implementations (ours, round {reps[0]}, images/s; ratio vs "
+               "'xla')\n")
     impls = sorted({r["depthwise"] for r in ours if r["depthwise"] != "auto"},
                    key=lambda s: (s != "xla", s))
     out.append("| mode | α | " + " | ".join(impls) + " | best/xla |")
     out.append("|---|---|" + "---|" * (len(impls) + 1))
     for mode in ("train", "infer"):
         for a in sorted({r["alpha"] for r in ours if r["mode"] == mode}):
-            vals = {}
-            for impl in impls:
-                r = [x for x in ours if x["mode"] == mode and x["alpha"] == a
-                     and x["depthwise"] == impl and "error" not in x]
-                vals[impl] = r[-1]["img_per_s"] if r else float("nan")
+            vals = {impl: (ours_at(ours, mode, a, impl) or {}).get("img_per_s", float("nan"))
+                    for impl in impls}
             best = max(v for v in vals.values())
             out.append(f"| {mode} | {a} | " + " | ".join(f"{vals[i]:,.0f}" for i in impls) +
                        f" | {best / vals.get('xla', float('nan')):.1f}x |")
-    out.append("\n### Ours in detail (auto)\n")
+    out.append(f"\n### Ours in detail (auto, round {reps[0]})\n")
     out.append("| mode | α | img/s | step ms | GFLOP/s | % of jnp matmul peak | compile s | "
                "input pipeline % of step (device + host) |")
     out.append("|---|---|---|---|---|---|---|---|")

@@ -1,10 +1,12 @@
 """Page faults and kernel time per training step, with and without hostmem.keep_freed_memory.
 
-    python experiments/page_faults.py --alpha 0.25 [--keep-freed-memory] [--steps 20]
+    python experiments/page_faults.py --alpha 0.25 [--keep-freed-memory [--arenas A]] [--steps 20]
 
 Runs the real jitted train step (synthetic batch 128) and reports, per step: wall time, minor
 page faults, and user / system CPU time of the process (getrusage). Run it once with and once
 without the flag: the flag is process-wide, so the two cases need separate processes.
+`--arenas auto` (the default) decides per-thread or single glibc arena from the estimated step
+buffer, as the CLIs do; `single` / `per-thread` force one.
 """
 import argparse
 import functools
@@ -16,7 +18,7 @@ import jax
 from mobilenet_jax import hostmem
 from mobilenet_jax.benchmark import STEPS_PER_EPOCH, synthetic_batch
 from mobilenet_jax.config import Config
-from mobilenet_jax.train import Devices, state_initializer, train_step
+from mobilenet_jax.train import Devices, estimated_step_bytes, state_initializer, train_step
 
 
 def main():
@@ -25,10 +27,14 @@ def main():
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--keep-freed-memory", action="store_true")
+    parser.add_argument("--arenas", choices=("auto", "single", "per-thread"), default="auto")
     args = parser.parse_args()
-    applied = hostmem.keep_freed_memory() if args.keep_freed_memory else False
 
     config = Config(width_multiplier=args.alpha, batch_size=args.batch_size)
+    step_bytes = {"auto": estimated_step_bytes(config, config.batch_size),
+                  "single": hostmem.THREAD_HEAP_BYTES + 1, "per-thread": 0}[args.arenas]
+    applied = hostmem.keep_freed_memory(step_bytes) if args.keep_freed_memory else False
+    single = applied and step_bytes > hostmem.THREAD_HEAP_BYTES
     devices = Devices(config.batch_size)
     batch = devices.global_batch(synthetic_batch(config.batch_size, config.num_classes))
     schedule, init_fn = state_initializer(config, STEPS_PER_EPOCH)
@@ -47,7 +53,8 @@ def main():
     wall = (time.perf_counter() - start) / args.steps
     after = resource.getrusage(resource.RUSAGE_SELF)
     per_step = lambda field: (getattr(after, field) - getattr(before, field)) / args.steps
-    print(f"alpha {args.alpha} batch {args.batch_size} keep_freed_memory {applied}: "
+    print(f"alpha {args.alpha} batch {args.batch_size} keep_freed_memory {applied}"
+          f"{' (single arena)' if single else ''}: "
           f"{wall * 1e3:.1f} ms/step, step temp buffer {temp_mb:.0f} MiB, "
           f"{per_step('ru_minflt'):.0f} minor page faults/step, "
           f"user {per_step('ru_utime') * 1e3:.1f} ms + system {per_step('ru_stime') * 1e3:.1f} ms "

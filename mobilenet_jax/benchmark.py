@@ -286,21 +286,29 @@ def main(argv=None):
     except ValueError as e:
         fail(str(e))
 
+    # The allocator is set once per process, before JAX starts, for the largest step in the
+    # run: compare single-arena and per-thread-arena sizes in separate runs (hostmem).
+    from mobilenet_jax.train import estimated_step_bytes
+    modes = ("train", "infer") if args.mode == "both" else (args.mode,)
+    step_bytes = max(estimated_step_bytes(c, batch if m == "train" else infer_batch, m == "train")
+                     for c in configs.values() for m in modes)
+    applied = hostmem.keep_freed_memory(step_bytes)
     info = machine_info()
-    info["keep_freed_memory"] = hostmem.keep_freed_memory()
+    info["keep_freed_memory"] = applied
+    info["single_arena"] = applied and step_bytes > hostmem.THREAD_HEAP_BYTES
     peak = matmul_peak(512 if args.smoke else 2048)
     print(f"# {info['cpu']} | {info['cpu_count']} cores | backend {info['backend']} "
           f"({info['device_kind']}) | jax {info['versions']['jax']} flax "
           f"{info['versions']['flax']} optax {info['versions']['optax']} python "
           f"{info['versions']['python']} | keep freed memory "
-          f"{'on' if info['keep_freed_memory'] else 'off'}", flush=True)
+          f"{'on' if info['keep_freed_memory'] else 'off'}"
+          f"{', single arena' if info['single_arena'] else ''}", flush=True)
     print(f"# float32 {peak['n']}^3 matmul: {peak['gflops_median']:.1f} GFLOP/s (median)",
           flush=True)
     records = []
     for alpha in alphas:
         base = configs[alpha]
         macs = forward_mult_adds(base)
-        modes = ("train", "infer") if args.mode == "both" else (args.mode,)
         for mode in modes:
             for k, impl in enumerate(impls):
                 config = base.replace(depthwise=impl)

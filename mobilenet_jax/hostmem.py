@@ -12,12 +12,22 @@ not on import: it changes the allocator of the whole process.
 import ctypes
 import sys
 
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameter numbers (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc's mallopt numbers (malloc.h)
+# XLA's worker threads allocate from glibc's per-thread arenas, whose heaps hold at most
+# 64 MiB (HEAP_MAX_SIZE on 64-bit): a larger block is mmapped whatever M_MMAP_MAX says.
+THREAD_HEAP_BYTES = 64 << 20
 
 
-def keep_freed_memory() -> bool:
+def keep_freed_memory(step_bytes: int = 0) -> bool:
     """Make glibc malloc keep freed memory (no mmap, no trimming). True if it was applied;
-    False where there is no glibc `mallopt` (macOS, musl reports failure)."""
+    False where there is no glibc `mallopt` (macOS, musl reports failure).
+
+    `step_bytes`: the expected size of a step's temporary buffer. Past a thread arena's heap,
+    every thread allocates from the main arena instead, whose heap grows without that limit:
+    at alpha=1.0 that made the train step 1.5x faster, but the shared lock costs ~15-25 ms of
+    CPU per step, which smaller steps lose (experiments/cpu_benchmark.md). Call it before
+    JAX starts its backend: a thread keeps the arena it first allocated from.
+    """
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -25,4 +35,7 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    applied = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    if applied and step_bytes > THREAD_HEAP_BYTES:
+        applied = bool(mallopt(M_ARENA_MAX, 1))
+    return applied

@@ -82,6 +82,19 @@ def state_initializer(config: Config, steps_per_epoch: int):
     return schedule, functools.partial(create_train_state, config, model, tx)
 
 
+def estimated_step_bytes(config: Config, batch_size: int, train: bool = True) -> int:
+    """About how large XLA:CPU's temporary buffer for one step of `batch_size` will be, from
+    the model's layer outputs (`jax.eval_shape`: nothing runs, no backend starts). Training
+    keeps every layer output for the backward: measured 1.4-1.6x their sum at alpha 0.1-1.0;
+    inference holds a few at a time: 2.3-2.8x the largest (experiments/cpu_benchmark.md)."""
+    model = MobileNetV1(**config.model_kwargs(backend="cpu"))  # asking JAX would start it
+    image = jax.ShapeDtypeStruct((1, config.resolution, config.resolution, 3), jnp.float32)
+    variables = jax.eval_shape(functools.partial(model.init, capture_intermediates=True),
+                               jax.eval_shape(jax.random.key, 0), image)
+    sizes = [leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(variables["intermediates"])]
+    return int(batch_size * (1.5 * sum(sizes) if train else 2.5 * max(sizes)))
+
+
 # ---- the steps: pure functions of (state, batch, rng) ---------------------------------------
 
 def classification_metrics(logits, labels, loss_per_example, weights):
@@ -392,13 +405,13 @@ def main(argv=None):
     add_config_flags(parser, all_optional=True)
     args = parser.parse_args(argv)
     given = {k: v for k, v in vars(args).items() if v is not None}
-    hostmem.keep_freed_memory()
     try:
         config = Config().replace(**given)  # validates the flags before anything heavy
         maybe_initialize_distributed(config.distributed)
         workdir = pathlib.Path(config.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         config = resolve_run_config(given, workdir)
+        hostmem.keep_freed_memory(estimated_step_bytes(config, config.batch_size))
         train(config)
     except (ValueError, data.DataError, ckpt_lib.CheckpointError, TrainingStopped) as e:
         fail(str(e))

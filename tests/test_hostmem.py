@@ -5,27 +5,39 @@ import sys
 
 import pytest
 
-# Allocate 64 MiB, touch every page, free it, allocate again and touch again; print the minor
-# page faults of the second round. 64 MiB is past glibc's largest mmap threshold (32 MiB), so
-# by default the block is unmapped on free and faulted in afresh, as XLA:CPU's step buffer was.
+# Allocate SIZE, touch every page, free it, allocate again and touch again (in a new thread
+# when asked, as XLA's workers do); print the minor page faults of the second round. 64 MiB is
+# past glibc's largest mmap threshold (32 MiB), so by default the block is unmapped on free
+# and faulted in afresh, as XLA:CPU's step buffer was.
 PROBE = """
-import ctypes, resource, sys
+import ctypes, resource, sys, threading
 from mobilenet_jax import hostmem
-applied = hostmem.keep_freed_memory() if sys.argv[1] == "1" else False
+apply, size, in_thread = sys.argv[1] == "1", int(sys.argv[2]), sys.argv[3] == "1"
+step_bytes = int(sys.argv[4])
+applied = hostmem.keep_freed_memory(step_bytes) if apply else False
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
 libc.free.argtypes = (ctypes.c_void_p,)
-size = 64 << 20
-libc.free(ctypes.memset(libc.malloc(size), 1, size))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-ptr = libc.malloc(size)
-ctypes.memset(ptr, 2, size)
-print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+faults = []
+def rounds():
+    libc.free(ctypes.memset(libc.malloc(size), 1, size))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    ctypes.memset(libc.malloc(size), 2, size)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+if in_thread:
+    worker = threading.Thread(target=rounds)
+    worker.start()
+    worker.join()
+else:
+    rounds()
+print(applied, faults[0])
 """
 
 
-def _second_round_faults(apply: bool):
-    out = subprocess.run([sys.executable, "-c", PROBE, "1" if apply else "0"], check=True,
+def _second_round_faults(apply: bool, size: int = 64 << 20, in_thread: bool = False,
+                         step_bytes: int = 0):
+    argv = ["1" if apply else "0", str(size), "1" if in_thread else "0", str(step_bytes)]
+    out = subprocess.run([sys.executable, "-c", PROBE, *argv], check=True,
                          capture_output=True, text=True).stdout.split()
     return out[0] == "True", int(out[1])
 
@@ -42,3 +54,16 @@ def test_freed_block_is_reused_without_page_faults():
     # The default allocator does fault it in again: the call is what makes the difference.
     _, default_faults = _second_round_faults(False)
     assert default_faults > pages // 2, default_faults
+
+
+@pytest.mark.skipif(not GLIBC, reason="keep_freed_memory acts on glibc malloc only")
+def test_block_larger_than_a_thread_heap_is_reused_when_the_step_is_that_large():
+    size = 96 << 20  # past a thread arena's 64 MiB heap
+    pages = size // 4096
+    # In a worker thread's own arena the block is mmapped again despite keep_freed_memory...
+    _, faults = _second_round_faults(True, size, in_thread=True)
+    assert faults > pages // 2, faults
+    # ...unless the expected step is that large: then all threads share the main arena.
+    applied, faults = _second_round_faults(True, size, in_thread=True, step_bytes=size)
+    assert applied
+    assert faults < pages // 20, faults

@@ -129,3 +129,37 @@ def test_resuming_with_a_different_architecture_is_refused(subset_dir, tmp_path)
         train_lib.resolve_run_config({"width_multiplier": 0.5}, tmp_path)
     same = train_lib.resolve_run_config({"max_steps": 4, "keep": 1}, tmp_path)
     assert same.width_multiplier == 0.1 and same.max_steps == 4 and same.keep == 1
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_step_buffer_estimate_tracks_xla(train):
+    """The estimate behind the allocator choice is within 1.5x of XLA's own temp buffer."""
+    import functools
+    from mobilenet_jax.benchmark import synthetic_batch
+    config = Config(width_multiplier=0.25, batch_size=32)
+    devices = train_lib.Devices(config.batch_size)
+    schedule, init_fn = train_lib.state_initializer(config, 10)
+    state = jax.jit(init_fn)(jax.random.key(0))
+    batch = devices.global_batch({**synthetic_batch(32, config.num_classes),
+                                  "mask": np.ones(32, np.float32)})
+    if train:
+        step = jax.jit(functools.partial(train_lib.train_step, config=config, schedule=schedule))
+        lowered = step.lower(state, batch, jax.random.key(0))
+    else:
+        lowered = jax.jit(functools.partial(train_lib.eval_step, config=config)).lower(state, batch)
+    temp = lowered.compile().memory_analysis().temp_size_in_bytes
+    estimate = train_lib.estimated_step_bytes(config, 32, train)
+    assert temp / 1.5 < estimate < temp * 1.5, (estimate, temp)
+
+
+def test_step_buffer_estimate_starts_no_backend():
+    """The CLIs set the allocator from the estimate, which must come before JAX's backend."""
+    import subprocess
+    import sys
+    probe = ("from jax._src import xla_bridge\n"
+             "from mobilenet_jax import Config, train\n"
+             "assert train.estimated_step_bytes(Config(width_multiplier=0.1), 128) > 0\n"
+             "print(bool(xla_bridge._backends))")
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
+                         text=True).stdout
+    assert out.strip() == "False"
