@@ -6,7 +6,8 @@
 Times `mobilenet_jax.train.train_step` jitted exactly as `train.py` does it
 (`functools.partial(train_step, config=config, schedule=schedule)`, `donate_argnums=0`, state
 replicated and batch sharded over the device mesh) on synthetic uint8 32x32 batches, and
-`train.eval_step` for inference. Timing follows /work/shared/bench/bench_util.py: warm-up steps,
+for inference the model's forward pass on a normalised float batch (what the peers time), and
+`train.eval_step` on the uint8 batch (normalisation and metrics too). Timing follows /work/shared/bench/bench_util.py: warm-up steps,
 then at least 20 steps and 4 s (at most 30 s), median step time. Also reported: compile time,
 peak memory (process max RSS on CPU; device peak bytes where the backend reports them, and
 XLA's own estimate of the compiled step's buffers), achieved GFLOP/s (train: 3 x 2 x forward
@@ -193,6 +194,8 @@ def bench_pipeline(config, devices, batch, res, timing) -> dict:
 
 
 def bench_infer(config: Config, batch_size: int, timing: dict) -> dict:
+    """The forward pass on a normalised float batch, which is what the peers time; and
+    `train.eval_step` (uint8 batch in: normalisation, forward, loss and top-1/5 counts)."""
     from mobilenet_jax.train import Devices, eval_step, state_initializer
     devices = Devices(batch_size)
     _, init_fn = state_initializer(config, STEPS_PER_EPOCH)
@@ -200,13 +203,20 @@ def bench_infer(config: Config, batch_size: int, timing: dict) -> dict:
     local = synthetic_batch(batch_size, config.num_classes)
     local["mask"] = np.ones((batch_size,), np.float32)
     batch = devices.global_batch(local)
-    step = jax.jit(functools.partial(eval_step, config=config))
+    images = jax.jit(functools.partial(data.normalize, resolution=config.resolution,
+                                       dtype=jnp.dtype(config.dtype)))(batch["image"])
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    forward = jax.jit(lambda v, x: state.apply_fn(v, x, train=False))
     t = time.perf_counter()
-    compiled = step.lower(state, batch).compile()
+    compiled = forward.lower(variables, images).compile()
     compile_s = time.perf_counter() - t
-    res = time_steps(lambda: compiled(state, batch), jax.block_until_ready, **timing)
+    res = time_steps(lambda: compiled(variables, images), jax.block_until_ready, **timing)
     res.update(compile_s=compile_s, img_per_s=batch_size / res["median_step_s"],
                memory=memory_info(compiled))
+    step = jax.jit(functools.partial(eval_step, config=config)).lower(state, batch).compile()
+    eval_res = time_steps(lambda: step(state, batch), jax.block_until_ready, **timing)
+    res["eval_step"] = {"median_step_s": eval_res["median_step_s"],
+                        "img_per_s": batch_size / eval_res["median_step_s"]}
     return res
 
 
@@ -222,7 +232,7 @@ def parse_list(text, typ, name):
 
 def format_table(records) -> str:
     head = (f"{'mode':<6} {'alpha':>5} {'depthwise':<14} {'batch':>5} {'img/s':>9} "
-            f"{'step ms':>8} {'GFLOP/s':>8} {'%peak':>6} {'compile s':>9} {'rss MB':>7}  pipeline")
+            f"{'step ms':>8} {'GFLOP/s':>8} {'%peak':>6} {'compile s':>9} {'rss MB':>7}  notes")
     lines = [head, "-" * len(head)]
     for r in records:
         if "error" in r:
@@ -231,6 +241,8 @@ def format_table(records) -> str:
         p = r.get("pipeline")
         pipe = (f"input {p['input_pct_of_step']:.1f}% (device {p['device_input_pct_of_step']:.1f}"
                 f"%, host {p['host_batch_pct_of_step']:.1f}%)" if p else "")
+        if "eval_step" in r:  # inference: the img/s column is the forward pass alone
+            pipe = f"eval step (uint8 in, metrics out) {r['eval_step']['img_per_s']:,.0f} img/s"
         dw = r["depthwise"] + (f"->{r['resolved']}" if r["resolved"] != r["depthwise"] else "")
         lines.append(f"{r['mode']:<6} {r['alpha']:>5} {dw:<14} {r['batch']:>5} "
                      f"{r['img_per_s']:>9,.0f} {1000 * r['median_step_s']:>8.2f} "
@@ -286,8 +298,8 @@ def main(argv=None):
     except ValueError as e:
         fail(str(e))
 
-    # The allocator is set once per process, before JAX starts, for the largest step in the
-    # run: compare single-arena and per-thread-arena sizes in separate runs (hostmem).
+    # The allocator is chosen once per process, before JAX starts, for the run's largest step
+    # (hostmem): time small and large models in separate runs, as run_cpu_sitting.sh does.
     from mobilenet_jax.train import estimated_step_bytes
     modes = ("train", "infer") if args.mode == "both" else (args.mode,)
     step_bytes = max(estimated_step_bytes(c, batch if m == "train" else infer_batch, m == "train")

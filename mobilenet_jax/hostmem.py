@@ -24,9 +24,10 @@ def keep_freed_memory(step_bytes: int = 0) -> bool:
 
     `step_bytes`: the expected size of a step's temporary buffer. Past a thread arena's heap,
     every thread allocates from the main arena instead, whose heap grows without that limit:
-    at alpha=1.0 that made the train step 1.5x faster, but the shared lock costs ~15-25 ms of
-    CPU per step, which smaller steps lose (experiments/cpu_benchmark.md). Call it before
-    JAX starts its backend: a thread keeps the arena it first allocated from.
+    at alpha=0.5 and 1.0 that made the train step 1.25-1.37x faster, but the shared lock
+    costs 10-30 ms of CPU per step, which made alpha=0.1 1.4-1.7x slower
+    (experiments/cpu_benchmark.md). Call it before JAX starts its backend: a thread keeps the
+    arena it first allocated from.
     """
     if not sys.platform.startswith("linux"):
         return False

@@ -91,7 +91,8 @@ def estimated_step_bytes(config: Config, batch_size: int, train: bool = True) ->
     image = jax.ShapeDtypeStruct((1, config.resolution, config.resolution, 3), jnp.float32)
     variables = jax.eval_shape(functools.partial(model.init, capture_intermediates=True),
                                jax.eval_shape(jax.random.key, 0), image)
-    sizes = [leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(variables["intermediates"])]
+    sizes = [leaf.size * leaf.dtype.itemsize
+             for leaf in jax.tree.leaves(variables["intermediates"])]
     return int(batch_size * (1.5 * sum(sizes) if train else 2.5 * max(sizes)))
 
 

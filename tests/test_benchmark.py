@@ -31,6 +31,10 @@ def test_benchmark_smoke_writes_json(tmp_path):
         assert r["depthwise"] == "auto" and r["resolved"] != "auto"
     train = next(r for r in result["results"] if r["mode"] == "train")
     assert train["flops_per_image"] == 6 * train["forward_mult_adds_per_image"]
+    infer = next(r for r in result["results"] if r["mode"] == "infer")
+    assert infer["eval_step"]["img_per_s"] > 0  # the forward alone, and the whole eval step
+    assert "eval step" in proc.stdout
+    assert isinstance(machine["single_arena"], bool)
     pipe = train["pipeline"]
     for key in ("device_input_s", "device_input_pct_of_step", "host_batch_s",
                 "host_batch_pct_of_step", "input_pct_of_step"):
