@@ -67,6 +67,8 @@ def main(folder):
                 if o and peers:
                     mine.append(o["img_per_s"])
                     per_round.append(o["img_per_s"] / max(peers.values()))
+            if not per_variant and not mine:
+                continue  # a sitting of the other mode only
             cells = [f"{statistics.median(per_variant[k]):,.0f}" if k in per_variant else "–"
                      for k in PEERS]
             best = max((statistics.median(v) for v in per_variant.values()), default=float("nan"))
