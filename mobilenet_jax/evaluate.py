@@ -10,12 +10,11 @@ import functools
 import json
 
 import jax
-import numpy as np
 
 from mobilenet_jax import checkpoint as ckpt_lib
 from mobilenet_jax import data, hostmem
 from mobilenet_jax.config import OneLineErrorParser, add_config_flags, fail
-from mobilenet_jax.train import Devices, add_sums, eval_step, state_initializer
+from mobilenet_jax.train import Devices, eval_step, evaluate_split, state_initializer
 
 MODEL_FLAGS = ("width_multiplier", "num_classes", "block", "stem_stride", "dtype", "depthwise",
                "resolution")
@@ -45,17 +44,8 @@ def evaluate(step_dir, split: str = "test", data_dir=None, offline: bool = False
     batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
     dataset = data.load(config.dataset, split, data_dir or config.data_dir, offline)
     step_fn = jax.jit(functools.partial(eval_step, config=config))
-    per_class_correct = np.zeros(config.num_classes)
-    per_class_count = np.zeros(config.num_classes)
-    sums = None
-    for local in data.eval_batches(dataset, batch_size, devices.process_index,
-                                   devices.process_count):
-        batch = devices.global_batch(local)
-        metrics, correct = jax.device_get(step_fn(state, batch))
-        sums = add_sums(sums, metrics)
-        labels, mask = jax.device_get(batch["label"]), jax.device_get(batch["mask"]) > 0
-        np.add.at(per_class_correct, labels[mask], correct[mask])
-        np.add.at(per_class_count, labels[mask], 1)
+    sums = evaluate_split(state, dataset, batch_size, devices, step_fn, config.num_classes)
+    per_class_correct, per_class_count = sums["per_class_correct"], sums["per_class_count"]
     n = sums["count"]
     names = dataset.class_names or tuple(str(i) for i in range(config.num_classes))
     return {"checkpoint": str(step_dir), "step": position["step"], "split": split,

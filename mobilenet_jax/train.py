@@ -230,11 +230,23 @@ def add_sums(total: Optional[dict], new: dict) -> dict:
     return new if total is None else {k: total[k] + new[k] for k in total}
 
 
-def evaluate_split(state, split: data.Split, batch_size: int, devices: Devices, step_fn) -> dict:
+def evaluate_split(state, split: data.Split, batch_size: int, devices: Devices, step_fn,
+                   num_classes: int = 0) -> dict:
+    """`step_fn` (a jitted `eval_step`) over the split: its summed metrics, and with
+    `num_classes`, also "per_class_correct" and "per_class_count" arrays."""
     sums = None
+    per_class_correct, per_class_count = np.zeros(num_classes), np.zeros(num_classes)
     for local in data.eval_batches(split, batch_size, devices.process_index,
                                    devices.process_count):
-        sums = add_sums(sums, jax.device_get(step_fn(state, devices.global_batch(local))[0]))
+        batch = devices.global_batch(local)
+        metrics, correct = step_fn(state, batch)
+        sums = add_sums(sums, jax.device_get(metrics))
+        if num_classes:
+            correct, labels, mask = jax.device_get((correct, batch["label"], batch["mask"]))
+            np.add.at(per_class_correct, labels[mask > 0], correct[mask > 0])
+            np.add.at(per_class_count, labels[mask > 0], 1)
+    if num_classes:
+        sums.update(per_class_correct=per_class_correct, per_class_count=per_class_count)
     return sums
 
 
