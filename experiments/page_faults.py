@@ -34,7 +34,7 @@ def main():
     step_bytes = {"auto": estimated_step_bytes(config, config.batch_size),
                   "single": hostmem.THREAD_HEAP_BYTES + 1, "per-thread": 0}[args.arenas]
     applied = hostmem.keep_freed_memory(step_bytes) if args.keep_freed_memory else False
-    single = applied and step_bytes > hostmem.THREAD_HEAP_BYTES
+    single = applied and hostmem.needs_single_arena(step_bytes)
     devices = Devices(config.batch_size)
     batch = devices.global_batch(synthetic_batch(config.batch_size, config.num_classes))
     schedule, init_fn = state_initializer(config, STEPS_PER_EPOCH)

@@ -7,8 +7,9 @@ Times `mobilenet_jax.train.train_step` jitted exactly as `train.py` does it
 (`functools.partial(train_step, config=config, schedule=schedule)`, `donate_argnums=0`, state
 replicated and batch sharded over the device mesh) on synthetic uint8 32x32 batches, and
 for inference the model's forward pass on a normalised float batch (what the peers time), and
-`train.eval_step` on the uint8 batch (normalisation and metrics too). Timing follows /work/shared/bench/bench_util.py: warm-up steps,
-then at least 20 steps and 4 s (at most 30 s), median step time. Also reported: compile time,
+`train.eval_step` on the uint8 batch (normalisation and metrics too). Timing follows
+/work/shared/bench/bench_util.py: warm-up steps, then at least 20 steps and 4 s (at most
+30 s), median step time. Also reported: compile time,
 peak memory (process max RSS on CPU; device peak bytes where the backend reports them, and
 XLA's own estimate of the compiled step's buffers), achieved GFLOP/s (train: 3 x 2 x forward
 mult-adds per image, inference: 2 x mult-adds) next to a measured float32 2048^3 matmul, and
@@ -307,7 +308,7 @@ def main(argv=None):
     applied = hostmem.keep_freed_memory(step_bytes)
     info = machine_info()
     info["keep_freed_memory"] = applied
-    info["single_arena"] = applied and step_bytes > hostmem.THREAD_HEAP_BYTES
+    info["single_arena"] = applied and hostmem.needs_single_arena(step_bytes)
     peak = matmul_peak(512 if args.smoke else 2048)
     print(f"# {info['cpu']} | {info['cpu_count']} cores | backend {info['backend']} "
           f"({info['device_kind']}) | jax {info['versions']['jax']} flax "

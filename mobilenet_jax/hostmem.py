@@ -18,6 +18,11 @@ M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc's mallopt number
 THREAD_HEAP_BYTES = 64 << 20
 
 
+def needs_single_arena(step_bytes: int) -> bool:
+    """Whether a step's buffer of `step_bytes` is past a thread arena's heap."""
+    return step_bytes > THREAD_HEAP_BYTES
+
+
 def keep_freed_memory(step_bytes: int = 0) -> bool:
     """Make glibc malloc keep freed memory (no mmap, no trimming). True if it was applied;
     False where there is no glibc `mallopt` (macOS, musl reports failure).
@@ -37,6 +42,6 @@ def keep_freed_memory(step_bytes: int = 0) -> bool:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     applied = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
-    if applied and step_bytes > THREAD_HEAP_BYTES:
+    if applied and needs_single_arena(step_bytes):
         applied = bool(mallopt(M_ARENA_MAX, 1))
     return applied

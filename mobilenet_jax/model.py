@@ -191,7 +191,7 @@ few_channel_conv.defvjp(_few_channel_fwd, _few_channel_bwd)
 
 
 class _SlicedConvBase(nn.Module):
-    """nn.Conv's fields, shared by the convs written out as shifted slices."""
+    """nn.Conv's fields, shared by the hand-written convs (sliced, pointwise as a matmul)."""
     features: int
     kernel_size: Sequence[int] = (3, 3)
     strides: Any = 1
@@ -264,19 +264,15 @@ class VJPDepthwiseConv(_DepthwiseBase):
         return depthwise_conv_vjp(*self._prepare_depthwise(x))
 
 
-class PointwiseConv(nn.Module):
+class PointwiseConv(_SlicedConvBase):
     """1x1 conv as one matmul over the channel axis, `nn.Conv`'s 'kernel' (1, 1, in, out).
 
     XLA:CPU runs the convolution form, and above all its kernel gradient (a convolution whose
     window spans the whole image, after transposing both operands), about half as fast as
     the same contraction written as a dot (experiments/pointwise_cpu.md).
     """
-    features: int
     kernel_size: Sequence[int] = (1, 1)
-    use_bias: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    kernel_init: Callable = nn.initializers.lecun_normal()
+    padding: Any = ((0, 0), (0, 0))
     # Up to this many input channels the forward is `few_channel_conv`'s multiply-adds: a
     # matmul that thin runs far below XLA:CPU's elementwise loops (pointwise_cpu.md; with
     # 6 or 8 inputs neither wins).
@@ -284,14 +280,11 @@ class PointwiseConv(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        if tuple(self.kernel_size) != (1, 1) or self.use_bias:
-            raise ValueError("PointwiseConv supports only bias-free 1x1 convs")
-        kernel = self.param("kernel", self.kernel_init, (1, 1, x.shape[-1], self.features),
-                            self.param_dtype)
-        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-        if x.shape[-1] <= self.max_sliced_inputs:
-            return few_channel_conv(x, kernel, (1, 1), ((0, 0), (0, 0)))
-        return _pointwise(x, kernel)
+        if tuple(self.kernel_size) != (1, 1):
+            raise ValueError("PointwiseConv supports only 1x1 convs")
+        args = self._prepare(x, (1, 1, x.shape[-1], self.features))
+        # `_conv` is the matmul for a stride-1 unpadded 1x1 conv (the network's only kind).
+        return (few_channel_conv if x.shape[-1] <= self.max_sliced_inputs else _conv)(*args)
 
 
 DEPTHWISE_IMPLEMENTATIONS = {"xla": nn.Conv, "slices": SlicedDepthwiseConv,
@@ -348,9 +341,12 @@ class MobileNetV1(nn.Module):
     def __call__(self, x, train: bool = False, features_only: bool = False):
         glorot = nn.initializers.glorot_uniform()
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=glorot)
+        # The hand-written CPU formulations ("vjp") also get the sliced form of the stem and
+        # of the pointwise convs with few inputs.
+        cpu_forms = self.depthwise == "vjp"
         pointwise_conv = functools.partial(
             PointwiseConv, dtype=self.dtype, kernel_init=glorot,
-            max_sliced_inputs=SLICED_POINTWISE_MAX_INPUTS if self.depthwise == "vjp" else 0)
+            max_sliced_inputs=SLICED_POINTWISE_MAX_INPUTS if cpu_forms else 0)
         depthwise_conv = functools.partial(DEPTHWISE_IMPLEMENTATIONS[self.depthwise],
                                            use_bias=False, dtype=self.dtype, kernel_init=glorot)
         # Statistics are reduced in float32 even for bfloat16 activations; under jit over a
@@ -363,10 +359,8 @@ class MobileNetV1(nn.Module):
         act = nn.relu6
         width = functools.partial(scaled_channels, width_multiplier=self.width_multiplier)
 
-        # The hand-written CPU formulations ("vjp") also get the sliced form of the stem and
-        # of the pointwise convs with few inputs.
         stem_conv = (functools.partial(FewChannelConv, dtype=self.dtype, kernel_init=glorot)
-                     if self.depthwise == "vjp" else conv)
+                     if cpu_forms else conv)
         x = x.astype(self.dtype)
         x = stem_conv(width(STEM_CHANNELS), (3, 3), strides=self.stem_stride, padding=PAD1,
                       name="stem")(x)
