@@ -146,6 +146,20 @@ def test_few_channel_conv_matches_conv(in_channels, features, strides, size):
         FewChannelConv(features, padding="SAME").init(jax.random.key(0), x)
 
 
+@pytest.mark.parametrize("padding,size", [(((3, 0), (0, 2)), 1), (((3, 0), (0, 2)), 6),
+                                          (((0, 0), (2, 1)), 5), (((0, 0), (0, 0)), 4)])
+@pytest.mark.parametrize("strides", [1, 2])
+def test_few_channel_conv_uneven_padding(padding, size, strides):
+    """Padding on one side only, and taps that read nothing but padding (size 1 with 3 rows
+    before it): the windows are sliced from the unpadded input, so the edges must still be
+    zeros in the right places."""
+    x = jax.random.normal(jax.random.key(size), (2, size, size + 2, 3))
+    ref = nn.Conv(4, (3, 3), strides=strides, padding=padding, use_bias=False)
+    variables = ref.init(jax.random.key(1), x)
+    _assert_same_as_conv(FewChannelConv(4, (3, 3), strides=strides, padding=padding),
+                         ref, variables, x, atol=1e-5)
+
+
 def test_materialize_is_identity_and_keeps_nan():
     a = jnp.arange(6.0).reshape(2, 3)
     b = -jnp.ones((4,), jnp.bfloat16)
