@@ -4,6 +4,7 @@ Each checkpoint holds the whole TrainState (params, batch_stats, optimizer state
 key), the run's Config and the data position, so a model is rebuilt from a checkpoint alone and
 a run resumes exactly. Retention: the last `keep` plus the best by validation top-1.
 """
+import json
 import os
 import pathlib
 from typing import Any, Optional
@@ -14,6 +15,8 @@ import orbax.checkpoint as ocp
 from mobilenet_jax.config import Config
 
 LATEST = "latest"
+# Where JsonSave puts the "config" item: JsonCheckpointHandler's default file name.
+CONFIG_FILE = pathlib.Path("config") / "metadata"
 
 
 class CheckpointError(Exception):
@@ -89,11 +92,15 @@ def _is_step_dir(p: pathlib.Path) -> bool:
 
 
 def read_config(step_dir) -> Config:
+    """The run's Config stored in a step directory.
+
+    Read as the JSON file orbax's JsonSave wrote, not through orbax, which starts JAX's
+    backend: `evaluate` sets the allocator from the config, and that must come first
+    (mobilenet_jax/hostmem.py).
+    """
     step_dir = pathlib.Path(step_dir)
     try:
-        restored = ocp.Checkpointer(ocp.CompositeCheckpointHandler()).restore(
-            step_dir, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-        return Config.from_dict(restored["config"])
+        return Config.from_dict(json.loads((step_dir / CONFIG_FILE).read_text()))
     except Exception as e:
         raise CheckpointError(f"checkpoint {step_dir} is unreadable (its config: "
                               f"{_short(e)}); use another checkpoint") from None
@@ -103,24 +110,38 @@ def restore_step(step_dir, abstract_state) -> tuple[Any, Config, dict]:
     """Restore a step directory into the structure, shapes and shardings of `abstract_state`."""
     step_dir = pathlib.Path(step_dir)
     config = read_config(step_dir)
+    _check_shapes(step_dir, abstract_state)
     try:
-        restored = ocp.Checkpointer(ocp.CompositeCheckpointHandler()).restore(
-            step_dir, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                              position=ocp.args.JsonRestore()))
+        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+            restored = checkpointer.restore(step_dir, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), position=ocp.args.JsonRestore()))
     except Exception as e:
         raise CheckpointError(f"checkpoint {step_dir} cannot be restored ({_short(e)}); it is "
-                              "corrupt or of another architecture: use another checkpoint or "
-                              "matching flags") from None
-    _check_shapes(restored["state"], abstract_state, step_dir)
+                              "corrupt: use another checkpoint") from None
     return restored["state"], config, restored["position"]
 
 
-def _check_shapes(state, abstract_state, step_dir):
-    got = jax.tree.map(lambda a: tuple(a.shape), state)
-    want = jax.tree.map(lambda a: tuple(a.shape), abstract_state)
-    if got != want:
-        raise CheckpointError(f"checkpoint {step_dir} holds arrays of other shapes than the "
-                              "model built from its config: it is corrupt")
+def _check_shapes(step_dir, abstract_state):
+    """Compare the stored arrays' names and shapes (orbax metadata) with the model's, before
+    restoring: an orbax restore refused half-way leaves its reads running, and they print
+    tracebacks when the process exits."""
+    try:
+        stored = _named_shapes(ocp.StandardCheckpointHandler().metadata(step_dir / "state"))
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {step_dir} cannot be restored ({_short(e)}); it is "
+                              "corrupt: use another checkpoint") from None
+    if stored != _named_shapes(abstract_state):
+        raise CheckpointError(f"checkpoint {step_dir} holds arrays of other names or shapes than "
+                              "the model built from its config: it is corrupt or of another "
+                              "architecture; use another checkpoint")
+
+
+def _named_shapes(tree) -> dict:
+    """{'params/block1/depthwise/kernel': (3, 3, 1, 8), ...} of a state or of its metadata."""
+    def name(key):
+        return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
+    return {"/".join(map(name, path)): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _short(e: Exception) -> str:

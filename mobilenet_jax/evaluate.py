@@ -14,7 +14,8 @@ import jax
 from mobilenet_jax import checkpoint as ckpt_lib
 from mobilenet_jax import data, hostmem
 from mobilenet_jax.config import OneLineErrorParser, add_config_flags, fail
-from mobilenet_jax.train import Devices, eval_step, evaluate_split, state_initializer
+from mobilenet_jax.train import (Devices, estimated_step_bytes, eval_step, evaluate_split,
+                                 state_initializer)
 
 MODEL_FLAGS = ("width_multiplier", "num_classes", "block", "stem_stride", "dtype", "depthwise",
                "resolution")
@@ -22,15 +23,21 @@ MODEL_FLAGS = ("width_multiplier", "num_classes", "block", "stem_stride", "dtype
 FREE_FLAGS = ("dtype", "depthwise")
 
 
-def load_state(step_dir, overrides: dict | None = None):
-    """Rebuild the TrainState of a checkpoint from the config stored in it."""
+def checkpoint_config(step_dir, overrides: dict | None = None):
+    """The config stored in a checkpoint, with the flags that may differ applied; the others
+    must match it. Starts no JAX backend."""
     config = ckpt_lib.read_config(step_dir)
     for name, value in (overrides or {}).items():
         if name not in FREE_FLAGS and getattr(config, name) != value:
             raise ckpt_lib.CheckpointError(
                 f"checkpoint {step_dir} is a model with {name}={getattr(config, name)!r}, but "
                 f"{name}={value!r} was passed; drop the flag or pass a matching checkpoint")
-    config = config.replace(**(overrides or {}))
+    return config.replace(**(overrides or {}))
+
+
+def load_state(step_dir, overrides: dict | None = None):
+    """Rebuild the TrainState of a checkpoint from the config stored in it."""
+    config = checkpoint_config(step_dir, overrides)
     _, init_fn = state_initializer(config, steps_per_epoch=1)  # the schedule is not needed
     devices = Devices(jax.device_count())
     abstract = devices.abstract(jax.eval_shape(init_fn, jax.random.key(0)))
@@ -67,11 +74,13 @@ def main(argv=None):
     add_config_flags(parser, names=("data_dir", "offline") + MODEL_FLAGS, all_optional=True)
     args = parser.parse_args(argv)
     overrides = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None}
-    hostmem.keep_freed_memory()
     try:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         step_dir = ckpt_lib.resolve(args.ckpt)
+        # Before JAX starts: the allocator is set from the size of an eval step.
+        hostmem.keep_freed_memory(estimated_step_bytes(checkpoint_config(step_dir, overrides),
+                                                       args.batch_size, train=False))
         result = evaluate(step_dir, args.split, args.data_dir, bool(args.offline),
                           args.batch_size, overrides)
     except (ValueError, data.DataError, ckpt_lib.CheckpointError) as e:

@@ -85,7 +85,7 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     config = json.loads(config_file.read_text())
     config["width_multiplier"] = 0.25
     config_file.write_text(json.dumps(config))
-    with pytest.raises(ckpt_lib.CheckpointError, match="cannot be restored|other shapes"):
+    with pytest.raises(ckpt_lib.CheckpointError, match="other names or shapes"):
         load_state(step_dir)
 
 
@@ -93,3 +93,18 @@ def test_free_flags_may_differ(tmp_path):
     save_steps(tmp_path / "checkpoints", [1])
     state, config, _, _ = load_state(tmp_path / "checkpoints" / "1", {"depthwise": "slices"})
     assert config.depthwise == "slices"
+
+
+def test_read_config_starts_no_backend(tmp_path):
+    """evaluate sets the allocator from the stored config, which must come before JAX's
+    backend starts (hostmem)."""
+    import subprocess
+    import sys
+    save_steps(tmp_path / "checkpoints", [1])
+    probe = ("import sys\nfrom jax._src import xla_bridge\n"
+             "from mobilenet_jax.evaluate import checkpoint_config\n"
+             "config = checkpoint_config(sys.argv[1], {'depthwise': 'slices'})\n"
+             "print(config.width_multiplier, config.depthwise, bool(xla_bridge._backends))")
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "checkpoints" / "1")],
+                         check=True, capture_output=True, text=True).stdout
+    assert out.split() == [str(CONFIG.width_multiplier), "slices", "False"]

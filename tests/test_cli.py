@@ -83,6 +83,15 @@ def test_evaluate_missing_and_corrupt_checkpoints(trained_run, tmp_path):
             f.write_bytes(b"\0garbage")
     assert_one_line_error(run(["mobilenet_jax.evaluate", "--ckpt", str(broken)], tmp_path),
                           "cannot be restored")
+    # A stored config that no longer fits the arrays: refused before orbax reads any of them
+    # (a restore refused half-way used to print tracebacks as the process exited).
+    altered = tmp_path / "altered"
+    shutil.copytree((cwd / "checkpoints" / "latest").resolve(), altered)
+    config_file = altered / "config" / "metadata"
+    config_file.write_text(config_file.read_text().replace('"width_multiplier": 0.25',
+                                                           '"width_multiplier": 0.5'))
+    assert_one_line_error(run(["mobilenet_jax.evaluate", "--ckpt", str(altered)], tmp_path),
+                          "other names or shapes")
 
 
 def test_sigterm_saves_a_loadable_checkpoint(subset_dir, tmp_path):
