@@ -66,8 +66,8 @@ def _window_of_padded(x, i, j, out_hw, strides, padding):
     No padded copy of x: XLA:CPU writes the windows that touch the padding into buffers of
     their own (a quarter of x each at stride 2) and reads the others straight from x, and
     the stem's sum then reads unit-stride windows. The stride-2 stem of an even-sized image
-    never reads its bottom and right padding at all. (In the α=0.1 network at batch 1024
-    that made inference 7-15% faster: experiments/stem_cpu.md.)
+    never reads its bottom and right padding at all. (4-5% off the α=0.1 network's fastest
+    inference step at batch 1024, more with the input's normalisation: stem_cpu.md.)
     """
     starts, limits, pads = [], [], []
     for size, tap, stride, (lo, _), out in zip(x.shape[1:3], (i, j), strides, padding, out_hw):
