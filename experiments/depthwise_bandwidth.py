@@ -1,0 +1,119 @@
+"""Achieved memory bandwidth of the depthwise 3x3 layers, per implementation, against a
+streaming copy measured in the same process.
+
+    python experiments/depthwise_bandwidth.py --alpha 1.0 --batch-size 128 [--depthwise xla,vjp] [--json F]
+
+For each of the 13 depthwise layers of the network at --alpha (CIFAR shapes: 32x32 input,
+stem stride 2), on whatever backend JAX has, times the layer's forward, and its forward plus
+backward (`jax.vjp`: the output, and the input and kernel gradients for a given output
+gradient). Each time is set against the least bytes the layer must move: the forward reads
+its input and writes its output; forward plus backward also reads the output gradient and
+writes the input gradient (2 x input + 2 x output; the 3x3xC kernel is negligible). The
+reference is a jitted y = 2x + 1 over a 512 MiB float32 array (read once, written once).
+The issue asks for this on a GPU, where these layers are memory-bound; on the CPU it shows the
+same distance.
+"""
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+
+from mobilenet_jax import hostmem
+from mobilenet_jax.benchmark import machine_info, time_steps
+from mobilenet_jax.model import (DEPTHWISE_IMPLEMENTATIONS, PAD1, PAPER_BLOCKS, STEM_CHANNELS,
+                                 scaled_channels)
+
+TIMING = dict(warmup=3, min_steps=20, min_time_s=1.0, max_time_s=10.0)
+COPY_BYTES = 512 << 20
+
+
+def depthwise_layers(alpha, batch, resolution=32, stem_stride=2):
+    """(input shape NHWC, stride) of the network's 13 depthwise convs."""
+    size, channels, layers = resolution // stem_stride, scaled_channels(STEM_CHANNELS, alpha), []
+    for out_channels, stride in PAPER_BLOCKS:
+        layers.append(((batch, size, size, channels), stride))
+        size, channels = -(-size // stride), scaled_channels(out_channels, alpha)
+    return layers
+
+
+def copy_bandwidth() -> float:
+    """GB/s of y = 2x + 1 over COPY_BYTES of float32 (bytes read + written / time)."""
+    x = jnp.ones((COPY_BYTES // 4,), jnp.float32)
+    f = jax.jit(lambda x: 2 * x + 1)
+    t = time_steps(lambda: f(x), jax.block_until_ready, **TIMING)["median_step_s"]
+    return 2 * COPY_BYTES / t / 1e9
+
+
+def time_layer(impl, shape, stride):
+    channels = shape[-1]
+    layer = DEPTHWISE_IMPLEMENTATIONS[impl](channels, (3, 3), strides=stride, padding=PAD1,
+                                            feature_group_count=channels, use_bias=False)
+    x = jax.random.normal(jax.random.key(0), shape)
+    variables = layer.init(jax.random.key(1), x)
+    forward = jax.jit(layer.apply)
+    out = forward(variables, x)
+    cotangent = jax.random.normal(jax.random.key(2), out.shape)
+
+    @jax.jit
+    def forward_backward(variables, x, cotangent):
+        out, vjp = jax.vjp(layer.apply, variables, x)
+        return out, vjp(cotangent)
+
+    fwd = time_steps(lambda: forward(variables, x), jax.block_until_ready, **TIMING)
+    both = time_steps(lambda: forward_backward(variables, x, cotangent), jax.block_until_ready,
+                      **TIMING)
+    in_bytes, out_bytes = x.size * 4, out.size * 4
+    return {"forward_s": fwd["median_step_s"], "forward_bytes": in_bytes + out_bytes,
+            "forward_backward_s": both["median_step_s"],
+            "forward_backward_bytes": 2 * in_bytes + 2 * out_bytes}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--depthwise", default=",".join(DEPTHWISE_IMPLEMENTATIONS))
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    impls = args.depthwise.split(",")
+    # As the CLIs do (hostmem): else every output buffer is mapped and page-faulted afresh
+    # on the CPU, the copy's 512 MiB above all (one arena: it is past a thread's heap).
+    hostmem.keep_freed_memory(2 * COPY_BYTES)
+    info = machine_info()
+    copy = copy_bandwidth()
+    print(f"# {info['backend']} ({info['device_kind']}), jax {info['versions']['jax']}, "
+          f"{info['date']}: y = 2x + 1 over {COPY_BYTES >> 20} MiB: {copy:.1f} GB/s")
+    print(f"{'layer':>5} {'input NHWC':>20} {'s':>1} {'impl':>6} {'fwd us':>8} {'fwd GB/s':>8} "
+          f"{'%copy':>6} {'f+b us':>8} {'f+b GB/s':>8} {'%copy':>6}")
+    rows, totals = [], {i: [0.0, 0, 0.0, 0] for i in impls}
+    for n, (shape, stride) in enumerate(depthwise_layers(args.alpha, args.batch_size), 1):
+        for impl in impls:
+            r = time_layer(impl, shape, stride)
+            rows.append({"layer": n, "input": shape, "stride": stride, "depthwise": impl, **r})
+            fwd_gbs = r["forward_bytes"] / r["forward_s"] / 1e9
+            both_gbs = r["forward_backward_bytes"] / r["forward_backward_s"] / 1e9
+            t = totals[impl]
+            t[0] += r["forward_s"]; t[1] += r["forward_bytes"]
+            t[2] += r["forward_backward_s"]; t[3] += r["forward_backward_bytes"]
+            print(f"{n:>5} {str(shape):>20} {stride:>1} {impl:>6} {r['forward_s'] * 1e6:8.1f} "
+                  f"{fwd_gbs:8.1f} {100 * fwd_gbs / copy:6.1f} "
+                  f"{r['forward_backward_s'] * 1e6:8.1f} {both_gbs:8.1f} "
+                  f"{100 * both_gbs / copy:6.1f}", flush=True)
+    for impl, (fs, fb, bs, bb) in totals.items():
+        print(f"{'all':>5} {'':>20} {'':>1} {impl:>6} {fs * 1e6:8.1f} {fb / fs / 1e9:8.1f} "
+              f"{100 * fb / fs / 1e9 / copy:6.1f} {bs * 1e6:8.1f} {bb / bs / 1e9:8.1f} "
+              f"{100 * bb / bs / 1e9 / copy:6.1f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "copy_gb_per_s": copy, "alpha": args.alpha,
+                       "batch_size": args.batch_size, "layers": rows,
+                       "command": "python experiments/depthwise_bandwidth.py " +
+                                  " ".join(f"--{k.replace('_', '-')} {v}"
+                                           for k, v in vars(args).items() if v is not None)},
+                      f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

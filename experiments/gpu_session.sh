@@ -1,0 +1,21 @@
+#!/bin/bash
+# Issue 5's GPU checks, prepared to run as one call of the device tool (its image has jax,
+# flax, optax, orbax and chex, no TensorFlow: nothing here loads data):
+#   run(command="bash experiments/gpu_session.sh", timeout_s=540)
+# Writes to $OUT (what the tool brings back) or experiments/results/gpu. What it measures:
+# train (batch 128) and inference (batch 1024) images/s at alpha 0.1 and 1.0 for every
+# depthwise implementation, plus the memory bandwidth the depthwise layers reach against a
+# streaming copy (experiments/depthwise_bandwidth.py). One CIFAR-100 epoch is 50,000 training
+# images: its time is 50,000 / train images/s, as make_tables.py does not know the GPU yet.
+set -x
+OUT=${OUT:-experiments/results/gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+nvidia-smi --query-gpu=name,memory.total,clocks.max.memory,driver_version --format=csv \
+  | tee "$OUT/nvidia_smi.txt"
+$PY -m mobilenet_jax.benchmark --alphas ${ALPHAS:-0.1,1.0} --mode both \
+  --depthwise ${IMPLS:-auto,xla,slices,vjp} --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+$PY experiments/depthwise_bandwidth.py --alpha ${BW_ALPHA:-1.0} --batch-size 128 \
+  --json "$OUT/bandwidth.json" 2>&1 | tee "$OUT/bandwidth.log"
+date -u
