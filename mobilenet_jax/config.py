@@ -137,10 +137,10 @@ def resolve_depthwise(depthwise: str, backend: Optional[str] = None) -> str:
     if backend is None:
         import jax
         backend = jax.default_backend()
-    # CPU: 'vjp' measured fastest for the whole training step (1.2-2.8x 'slices', 4.3-8x
+    # CPU: 'vjp' measured fastest for the whole training step (1.2-3.1x 'slices', 4.3-8x
     # XLA's grouped conv) and at least as fast as 'slices' for inference (0.9-1.7x, its sliced
     # stem and pointwise convs), in the sittings of 2026-11-25 22:36 and 23:43 UTC and
-    # 2026-11-26 01:51 UTC: see experiments/cpu_benchmark.md and
+    # 2026-11-26 01:51 and 03:36 UTC: see experiments/cpu_benchmark.md and
     # `python -m mobilenet_jax.benchmark --depthwise ...`.
     # GPU/TPU: no such machine was available to measure on, so keep XLA's own grouped conv
     # (cuDNN has dedicated depthwise kernels) until the benchmark says otherwise.
