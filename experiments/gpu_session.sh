@@ -5,8 +5,8 @@
 # Writes to $OUT (what the tool brings back) or experiments/results/gpu. What it measures:
 # train (batch 128) and inference (batch 1024) images/s at alpha 0.1 and 1.0 for every
 # depthwise implementation, plus the memory bandwidth the depthwise layers reach against a
-# streaming copy (experiments/depthwise_bandwidth.py). One CIFAR-100 epoch is 50,000 training
-# images: its time is 50,000 / train images/s, as make_tables.py does not know the GPU yet.
+# streaming copy (experiments/depthwise_bandwidth.py), and the time of one CIFAR-100 epoch
+# and of 200 epochs that the train step's images/s imply.
 set -x
 OUT=${OUT:-experiments/results/gpu}
 mkdir -p "$OUT"
@@ -16,6 +16,16 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.memory,driver_version --form
   | tee "$OUT/nvidia_smi.txt"
 $PY -m mobilenet_jax.benchmark --alphas ${ALPHAS:-0.1,1.0} --mode both \
   --depthwise ${IMPLS:-auto,xla,slices,vjp} --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+# One CIFAR-100 epoch is 50,000 training images (train steps only: no eval, no host input).
+$PY - "$OUT/bench.json" <<'PYEOF' | tee "$OUT/epoch_time.txt"
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    if r["mode"] == "train" and "img_per_s" in r:
+        epoch = 50_000 / r["img_per_s"]
+        print(f"alpha {r['alpha']} {r['depthwise']} ({r['resolved']}), batch {r['batch']}: "
+              f"{r['img_per_s']:,.0f} img/s, one epoch {epoch:.1f} s, 200 epochs "
+              f"{200 * epoch / 60:.1f} min")
+PYEOF
 $PY experiments/depthwise_bandwidth.py --alpha ${BW_ALPHA:-1.0} --batch-size 128 \
   --json "$OUT/bandwidth.json" 2>&1 | tee "$OUT/bandwidth.log"
 date -u
