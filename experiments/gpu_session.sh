@@ -2,6 +2,7 @@
 # Issue 5's GPU checks, prepared to run as one call of the device tool (its image has jax,
 # flax, optax, orbax and chex, no TensorFlow: nothing here loads data):
 #   run(command="bash experiments/gpu_session.sh", timeout_s=540)
+# (the benchmark and the bandwidth script stop at BENCH_LIMIT_S=330 and BW_LIMIT_S=150 s)
 # Writes to $OUT (what the tool brings back) or experiments/results/gpu. What it measures:
 # train (batch 128) and inference (batch 1024) images/s at alpha 0.1 and 1.0 for every
 # depthwise implementation, plus the memory bandwidth the depthwise layers reach against a
@@ -14,10 +15,13 @@ export PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 nvidia-smi --query-gpu=name,memory.total,clocks.max.memory,driver_version --format=csv \
   | tee "$OUT/nvidia_smi.txt"
-$PY -m mobilenet_jax.benchmark --alphas ${ALPHAS:-0.1,1.0} --mode both \
-  --depthwise ${IMPLS:-auto,xla,slices,vjp} --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+# `auto` is `xla` on a GPU, so it is not timed twice. Each step has a time limit, so that a
+# slow one still leaves the others' results (the benchmark prints each row as it goes).
+timeout ${BENCH_LIMIT_S:-330} $PY -m mobilenet_jax.benchmark --alphas ${ALPHAS:-0.1,1.0} \
+  --mode both --depthwise ${IMPLS:-xla,slices,vjp} --json "$OUT/bench.json" 2>&1 \
+  | tee "$OUT/bench.log"
 # One CIFAR-100 epoch is 50,000 training images (train steps only: no eval, no host input).
-$PY - "$OUT/bench.json" <<'PYEOF' | tee "$OUT/epoch_time.txt"
+[ -f "$OUT/bench.json" ] && $PY - "$OUT/bench.json" <<'PYEOF' | tee "$OUT/epoch_time.txt"
 import json, sys
 for r in json.load(open(sys.argv[1]))["results"]:
     if r["mode"] == "train" and "img_per_s" in r:
@@ -26,6 +30,6 @@ for r in json.load(open(sys.argv[1]))["results"]:
               f"{r['img_per_s']:,.0f} img/s, one epoch {epoch:.1f} s, 200 epochs "
               f"{200 * epoch / 60:.1f} min")
 PYEOF
-$PY experiments/depthwise_bandwidth.py --alpha ${BW_ALPHA:-1.0} --batch-size 128 \
-  --json "$OUT/bandwidth.json" 2>&1 | tee "$OUT/bandwidth.log"
+timeout ${BW_LIMIT_S:-150} $PY experiments/depthwise_bandwidth.py --alpha ${BW_ALPHA:-1.0} \
+  --batch-size 128 --json "$OUT/bandwidth.json" 2>&1 | tee "$OUT/bandwidth.log"
 date -u
