@@ -70,6 +70,19 @@ def time_layer(impl, shape, stride):
             "forward_backward_bytes": 2 * in_bytes + 2 * out_bytes}
 
 
+MEASURES = ("forward_s", "forward_bytes", "forward_backward_s", "forward_backward_bytes")
+
+
+def format_row(layer, shape, stride, impl, r, copy) -> str:
+    """One table row: time, GB/s and % of the copy, forward and forward + backward."""
+    cells = [f"{layer:>5} {shape:>20} {stride:>1} {impl:>6}"]
+    for part in ("forward", "forward_backward"):
+        seconds = r[f"{part}_s"]
+        gbs = r[f"{part}_bytes"] / seconds / 1e9
+        cells.append(f"{seconds * 1e6:8.1f} {gbs:8.1f} {100 * gbs / copy:6.1f}")
+    return " ".join(cells)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--alpha", type=float, default=1.0)
@@ -87,24 +100,15 @@ def main():
           f"{info['date']}: y = 2x + 1 over {COPY_BYTES >> 20} MiB: {copy:.1f} GB/s")
     print(f"{'layer':>5} {'input NHWC':>20} {'s':>1} {'impl':>6} {'fwd us':>8} {'fwd GB/s':>8} "
           f"{'%copy':>6} {'f+b us':>8} {'f+b GB/s':>8} {'%copy':>6}")
-    rows, totals = [], {i: [0.0, 0, 0.0, 0] for i in impls}
+    rows = []
     for n, (shape, stride) in enumerate(depthwise_layers(args.alpha, args.batch_size), 1):
         for impl in impls:
             r = time_layer(impl, shape, stride)
             rows.append({"layer": n, "input": shape, "stride": stride, "depthwise": impl, **r})
-            fwd_gbs = r["forward_bytes"] / r["forward_s"] / 1e9
-            both_gbs = r["forward_backward_bytes"] / r["forward_backward_s"] / 1e9
-            t = totals[impl]
-            t[0] += r["forward_s"]; t[1] += r["forward_bytes"]
-            t[2] += r["forward_backward_s"]; t[3] += r["forward_backward_bytes"]
-            print(f"{n:>5} {str(shape):>20} {stride:>1} {impl:>6} {r['forward_s'] * 1e6:8.1f} "
-                  f"{fwd_gbs:8.1f} {100 * fwd_gbs / copy:6.1f} "
-                  f"{r['forward_backward_s'] * 1e6:8.1f} {both_gbs:8.1f} "
-                  f"{100 * both_gbs / copy:6.1f}", flush=True)
-    for impl, (fs, fb, bs, bb) in totals.items():
-        print(f"{'all':>5} {'':>20} {'':>1} {impl:>6} {fs * 1e6:8.1f} {fb / fs / 1e9:8.1f} "
-              f"{100 * fb / fs / 1e9 / copy:6.1f} {bs * 1e6:8.1f} {bb / bs / 1e9:8.1f} "
-              f"{100 * bb / bs / 1e9 / copy:6.1f}")
+            print(format_row(n, str(shape), stride, impl, r, copy), flush=True)
+    for impl in impls:
+        total = {k: sum(r[k] for r in rows if r["depthwise"] == impl) for k in MEASURES}
+        print(format_row("all", "", "", impl, total, copy))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "copy_gb_per_s": copy, "alpha": args.alpha,

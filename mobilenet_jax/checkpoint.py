@@ -116,8 +116,7 @@ def restore_step(step_dir, abstract_state) -> tuple[Any, Config, dict]:
             restored = checkpointer.restore(step_dir, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state), position=ocp.args.JsonRestore()))
     except Exception as e:
-        raise CheckpointError(f"checkpoint {step_dir} cannot be restored ({_short(e)}); it is "
-                              "corrupt: use another checkpoint") from None
+        raise _corrupt(step_dir, e) from None
     return restored["state"], config, restored["position"]
 
 
@@ -128,8 +127,7 @@ def _check_shapes(step_dir, abstract_state):
     try:
         stored = _named_shapes(ocp.StandardCheckpointHandler().metadata(step_dir / "state"))
     except Exception as e:
-        raise CheckpointError(f"checkpoint {step_dir} cannot be restored ({_short(e)}); it is "
-                              "corrupt: use another checkpoint") from None
+        raise _corrupt(step_dir, e) from None
     if stored != _named_shapes(abstract_state):
         raise CheckpointError(f"checkpoint {step_dir} holds arrays of other names or shapes than "
                               "the model built from its config: it is corrupt or of another "
@@ -142,6 +140,11 @@ def _named_shapes(tree) -> dict:
         return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
     return {"/".join(map(name, path)): tuple(leaf.shape)
             for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _corrupt(step_dir, e: Exception) -> CheckpointError:
+    return CheckpointError(f"checkpoint {step_dir} cannot be restored ({_short(e)}); it is "
+                           "corrupt: use another checkpoint")
 
 
 def _short(e: Exception) -> str:
