@@ -12,11 +12,11 @@ from typing import Callable, Optional, Sequence, Tuple
 import jax
 
 from mobilenet_jax.config import Config
-from mobilenet_jax.model import (DepthwiseSeparable, MobileNetV1, SlicedDepthwiseConv,
-                                 probabilities, scaled_channels)
+from mobilenet_jax.layers import KERNELS, ConvKernels
+from mobilenet_jax.model import DepthwiseSeparable, MobileNetV1, probabilities, scaled_channels
 
-__all__ = ["Config", "MobileNetV1", "DepthwiseSeparable", "SlicedDepthwiseConv", "create_model",
-           "functions", "probabilities", "scaled_channels"]
+__all__ = ["Config", "ConvKernels", "KERNELS", "MobileNetV1", "DepthwiseSeparable",
+           "create_model", "functions", "probabilities", "scaled_channels"]
 
 
 def create_model(config: Optional[Config] = None, **overrides) -> MobileNetV1:

@@ -1,14 +1,13 @@
 """Throughput of the real training step and of inference, on synthetic CIFAR-shaped data.
 
-    python -m mobilenet_jax.benchmark --alphas 0.1,0.25,1.0 --depthwise xla,slices,auto
+    python -m mobilenet_jax.benchmark --alphas 0.1,0.25,1.0 --kernels reference,cpu
     python -m mobilenet_jax.benchmark --smoke --json /tmp/bench.json
 
-Times `mobilenet_jax.train.train_step` jitted exactly as `train.py` does it
-(`functools.partial(train_step, config=config, schedule=schedule)`, `donate_argnums=0`, state
-replicated and batch sharded over the device mesh) on synthetic uint8 32x32 batches, and
-for inference the model's forward pass on a normalised float batch (what the peers time), and
-`train.eval_step` on the uint8 batch (normalisation and metrics too). Timing follows
-/work/shared/bench/bench_util.py: warm-up steps, then at least 20 steps and 4 s (at most
+Times the train step that `train` runs (`steps.build(config).jit_steps(devices).train`: state
+replicated and donated, batch sharded over the device mesh) on synthetic uint8 32x32 batches,
+and for inference the model's forward pass on a normalised float batch (what the peers time),
+and the eval step on the uint8 batch (normalisation and metrics too). Timing follows
+../shared/bench/bench_util.py: warm-up steps, then at least 20 steps and 4 s (at most
 30 s), median step time. Also reported: compile time,
 peak memory (process max RSS on CPU; device peak bytes where the backend reports them, and
 XLA's own estimate of the compiled step's buffers), achieved GFLOP/s (train: 3 x 2 x forward
@@ -18,7 +17,6 @@ and the host-side batch creation (`data.train_batches` gather +
 `make_array_from_process_local_data`).
 """
 import argparse
-import functools
 import json
 import os
 import platform
@@ -31,9 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mobilenet_jax import data, hostmem
-from mobilenet_jax.config import Config, DTYPES, OneLineErrorParser, fail, resolve_depthwise
-from mobilenet_jax.model import DEPTHWISE_IMPLEMENTATIONS, MobileNetV1
+from mobilenet_jax import cli, data, hostmem, steps
+from mobilenet_jax.config import Config, DTYPES
+from mobilenet_jax.layers import KERNEL_CHOICES, resolve_kernels
+from mobilenet_jax.model import MobileNetV1
+from mobilenet_jax.parallel import Devices
 from mobilenet_jax.summary import summarize, totals
 
 WARMUP, MIN_STEPS, MIN_TIME_S, MAX_TIME_S, MIN_STEPS_HARD = 3, 20, 4.0, 30.0, 5
@@ -132,18 +132,15 @@ def forward_mult_adds(config: Config) -> int:
 
 
 def bench_train(config: Config, timing: dict, pipeline: bool) -> dict:
-    from mobilenet_jax.train import Devices, state_initializer, train_step
     devices = Devices(config.batch_size)
     local = synthetic_batch(config.batch_size, config.num_classes)
     batch = devices.global_batch(local)
     rng = jax.random.key(1)
 
-    schedule, init_fn = state_initializer(config, STEPS_PER_EPOCH)
-    state = jax.jit(init_fn, out_shardings=devices.replicated)(jax.random.key(0))
-    step = jax.jit(functools.partial(train_step, config=config, schedule=schedule),
-                   donate_argnums=0)
+    training = steps.build(config, STEPS_PER_EPOCH)
+    state = training.new_state(jax.random.key(0), devices)
     t = time.perf_counter()
-    compiled = step.lower(state, batch, rng).compile()
+    compiled = training.jit_steps(devices).train.lower(state, batch, rng).compile()
     compile_s = time.perf_counter() - t
     holder = [state]  # the step donates its state: carry the new one into the next call
 
@@ -196,16 +193,15 @@ def bench_pipeline(config, devices, batch, res, timing) -> dict:
 
 def bench_infer(config: Config, batch_size: int, timing: dict) -> dict:
     """The forward pass on a normalised float batch, which is what the peers time; and
-    `train.eval_step` (uint8 batch in: normalisation, forward, loss and top-1/5 counts)."""
-    from mobilenet_jax.train import Devices, eval_step, state_initializer
+    the eval step (uint8 batch in: normalisation, forward, loss and top-1/5 counts)."""
     devices = Devices(batch_size)
-    _, init_fn = state_initializer(config, STEPS_PER_EPOCH)
-    state = jax.jit(init_fn, out_shardings=devices.replicated)(jax.random.key(0))
+    training = steps.build(config)
+    state = training.new_state(jax.random.key(0), devices)
     local = synthetic_batch(batch_size, config.num_classes)
     local["mask"] = np.ones((batch_size,), np.float32)
     batch = devices.global_batch(local)
-    images = jax.jit(functools.partial(data.normalize, resolution=config.resolution,
-                                       dtype=jnp.dtype(config.dtype)))(batch["image"])
+    images = jax.jit(lambda x: data.normalize(x, config.resolution, jnp.dtype(config.dtype)))(
+        batch["image"])
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     forward = jax.jit(lambda v, x: state.apply_fn(v, x, train=False))
     t = time.perf_counter()
@@ -214,7 +210,7 @@ def bench_infer(config: Config, batch_size: int, timing: dict) -> dict:
     res = time_steps(lambda: compiled(variables, images), jax.block_until_ready, **timing)
     res.update(compile_s=compile_s, img_per_s=batch_size / res["median_step_s"],
                memory=memory_info(compiled))
-    step = jax.jit(functools.partial(eval_step, config=config)).lower(state, batch).compile()
+    step = training.jit_steps(devices).eval.lower(state, batch).compile()
     eval_res = time_steps(lambda: step(state, batch), jax.block_until_ready, **timing)
     res["eval_step"] = {"median_step_s": eval_res["median_step_s"],
                         "img_per_s": batch_size / eval_res["median_step_s"]}
@@ -225,27 +221,27 @@ def parse_list(text, typ, name):
     try:
         values = [typ(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        fail(f"--{name} must be a comma-separated list, got {text!r}")
+        cli.fail(f"--{name} must be a comma-separated list, got {text!r}")
     if not values:
-        fail(f"--{name} is empty")
+        cli.fail(f"--{name} is empty")
     return values
 
 
 def format_table(records) -> str:
-    head = (f"{'mode':<6} {'alpha':>5} {'depthwise':<14} {'batch':>5} {'img/s':>9} "
+    head = (f"{'mode':<6} {'alpha':>5} {'kernels':<14} {'batch':>5} {'img/s':>9} "
             f"{'step ms':>8} {'GFLOP/s':>8} {'%peak':>6} {'compile s':>9} {'rss MB':>7}  notes")
     lines = [head, "-" * len(head)]
     for r in records:
         if "error" in r:
-            lines.append(f"{r['mode']:<6} {r['alpha']:>5} {r['depthwise']:<14} error: {r['error']}")
+            lines.append(f"{r['mode']:<6} {r['alpha']:>5} {r['kernels']:<14} error: {r['error']}")
             continue
         p = r.get("pipeline")
         pipe = (f"input {p['input_pct_of_step']:.1f}% (device {p['device_input_pct_of_step']:.1f}"
                 f"%, host {p['host_batch_pct_of_step']:.1f}%)" if p else "")
         if "eval_step" in r:  # inference: the img/s column is the forward pass alone
             pipe = f"eval step (uint8 in, metrics out) {r['eval_step']['img_per_s']:,.0f} img/s"
-        dw = r["depthwise"] + (f"->{r['resolved']}" if r["resolved"] != r["depthwise"] else "")
-        lines.append(f"{r['mode']:<6} {r['alpha']:>5} {dw:<14} {r['batch']:>5} "
+        kernels = r["kernels"] + (f"->{r['resolved']}" if r["resolved"] != r["kernels"] else "")
+        lines.append(f"{r['mode']:<6} {r['alpha']:>5} {kernels:<14} {r['batch']:>5} "
                      f"{r['img_per_s']:>9,.0f} {1000 * r['median_step_s']:>8.2f} "
                      f"{r['gflops']:>8.1f} {r['pct_of_peak']:>5.1f}% {r['compile_s']:>9.1f} "
                      f"{r['memory']['max_rss_mb']:>7.0f}  {pipe}")
@@ -253,34 +249,31 @@ def format_table(records) -> str:
 
 
 def main(argv=None):
-    parser = OneLineErrorParser(prog="python -m mobilenet_jax.benchmark", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("mobilenet_jax.benchmark", __doc__)
     parser.add_argument("--alphas", default="0.1,0.25,1.0", help="width multipliers (comma list)")
     parser.add_argument("--batch-size", type=int, default=128, help="training batch (default 128)")
     parser.add_argument("--infer-batch-size", type=int, default=1024,
                         help="inference batch (default 1024)")
     parser.add_argument("--resolution", type=int, default=32, help="input resolution (default 32)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES)
-    parser.add_argument("--depthwise", default="auto",
-                        help="implementations, comma list of "
-                             f"{('auto',) + tuple(DEPTHWISE_IMPLEMENTATIONS)} (default auto)")
+    parser.add_argument("--kernels", default="auto",
+                        help=f"kernel policies, comma list of {KERNEL_CHOICES} (default auto)")
     parser.add_argument("--mode", default="both", choices=("train", "infer", "both"))
     parser.add_argument("--steps", type=int, default=MIN_STEPS,
                         help=f"minimum timed steps (default {MIN_STEPS}; also >= 4 s)")
     parser.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the input pipeline: on-device augmentation and the "
-                             "host-side batch creation (first implementation of each alpha; "
+                             "host-side batch creation (first kernel policy of each alpha; "
                              "default on)")
     parser.add_argument("--smoke", action="store_true",
                         help="CI check: alpha 0.05, batch 8, 2 timed steps, no time minimum")
     parser.add_argument("--json", default=None, help="write all results to this JSON file")
     args = parser.parse_args(argv)
 
-    impls = parse_list(args.depthwise, str, "depthwise")
-    for impl in impls:
-        if impl != "auto" and impl not in DEPTHWISE_IMPLEMENTATIONS:
-            fail(f"unknown depthwise implementation {impl!r}; choose from "
-                 f"{('auto',) + tuple(DEPTHWISE_IMPLEMENTATIONS)}")
+    policies = parse_list(args.kernels, str, "kernels")
+    for policy in policies:
+        if policy not in KERNEL_CHOICES:
+            cli.fail(f"unknown kernel policy {policy!r}; choose from {KERNEL_CHOICES}")
     if args.smoke:
         alphas, batch, infer_batch, timing = [0.05], 8, 16, SMOKE
     else:
@@ -290,20 +283,20 @@ def main(argv=None):
                       max_time_s=MAX_TIME_S)
     for name in ("batch", "infer_batch"):
         if locals()[name] < 1:
-            fail(f"{name.replace('_', '-')} size must be >= 1")
+            cli.fail(f"{name.replace('_', '-')} size must be >= 1")
     if args.resolution < 1:
-        fail("--resolution must be >= 1")
+        cli.fail("--resolution must be >= 1")
     try:
         configs = {a: Config(width_multiplier=a, batch_size=batch, resolution=args.resolution,
                              dtype=args.dtype) for a in alphas}
     except ValueError as e:
-        fail(str(e))
+        cli.fail(str(e))
 
     # The allocator is chosen once per process, before JAX starts, for the run's largest step
-    # (hostmem): time small and large models in separate runs, as run_cpu_sitting.sh does.
-    from mobilenet_jax.train import estimated_step_bytes
+    # (hostmem): time small and large models in separate runs, as the sitting script does
+    # (experiments/cpu_throughput/run_sitting.sh).
     modes = ("train", "infer") if args.mode == "both" else (args.mode,)
-    step_bytes = max(estimated_step_bytes(c, batch if m == "train" else infer_batch, m == "train")
+    step_bytes = max(hostmem.estimated_step_bytes(c, batch if m == "train" else infer_batch, m == "train")
                      for c in configs.values() for m in modes)
     applied = hostmem.keep_freed_memory(step_bytes)
     info = machine_info()
@@ -323,10 +316,10 @@ def main(argv=None):
         base = configs[alpha]
         macs = forward_mult_adds(base)
         for mode in modes:
-            for k, impl in enumerate(impls):
-                config = base.replace(depthwise=impl)
-                rec = {"mode": mode, "alpha": alpha, "depthwise": impl,
-                       "resolved": resolve_depthwise(impl, info["backend"]),
+            for k, policy in enumerate(policies):
+                config = base.replace(kernels=policy)
+                rec = {"mode": mode, "alpha": alpha, "kernels": policy,
+                       "resolved": resolve_kernels(policy, info["backend"]),
                        "batch": batch if mode == "train" else infer_batch,
                        "resolution": args.resolution, "dtype": args.dtype,
                        "forward_mult_adds_per_image": macs,
@@ -351,7 +344,7 @@ def main(argv=None):
     result = {"machine": info, "matmul_peak": peak,
               "settings": {"alphas": alphas, "batch_size": batch, "infer_batch_size": infer_batch,
                            "resolution": args.resolution, "dtype": args.dtype,
-                           "depthwise": impls, "mode": args.mode, "smoke": args.smoke,
+                           "kernels": policies, "mode": args.mode, "smoke": args.smoke,
                            "timing": timing, "command": " ".join(sys.argv)},
               "results": records}
     if args.json:

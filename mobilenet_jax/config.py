@@ -1,22 +1,22 @@
 """The run configuration: one frozen dataclass, the single source of truth.
 
-The command line of `train` is generated from it, it is written to `<workdir>/config.json` and
+The command lines are generated from it (cli.py), it is written to `<workdir>/config.json` and
 into every checkpoint, so a run can be reproduced and a model rebuilt without flags.
 """
-import argparse
 import dataclasses
 import json
 import math
-import sys
-import typing
 from typing import Optional
 
-from mobilenet_jax.model import BLOCK_TYPES, DEPTHWISE_IMPLEMENTATIONS, check_model_args
+from mobilenet_jax.layers import KERNEL_CHOICES, resolve_kernels
+from mobilenet_jax.model import BLOCK_TYPES, check_model_args
 
 DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 REFERENCE_BATCH_SIZE = 128  # `lr` is the learning rate at this global batch size
+# Configs written before `kernels` stored `depthwise`: its values -> the kernel policy.
+LEGACY_DEPTHWISE = {"xla": "reference", "slices": "cpu", "vjp": "cpu", "auto": "auto"}
 
 
 def field(default, help, choices=None, flags=None):
@@ -37,11 +37,11 @@ class Config:
     dropout: float = field(0.0, "dropout rate before the classifier")
     dtype: str = field("float32", "computation dtype of activations, convs and matmuls; params, "
                        "BatchNorm statistics, loss and optimizer state stay float32", DTYPES)
-    depthwise: str = field("auto", "depthwise conv implementation (same parameters for all): 'xla' "
-                           "(nn.Conv feature_group_count), 'slices' (nine shifted slices), 'vjp' "
-                           "(slices, hand-written backward, sliced stem), 'auto' (the fastest "
-                           "measured for the backend: vjp on CPU, xla elsewhere)",
-                           ("auto",) + tuple(DEPTHWISE_IMPLEMENTATIONS))
+    kernels: str = field("auto", "how the convs are computed (same parameters and results for "
+                         "all): 'reference' (nn.Conv for every conv, depthwise through "
+                         "feature_group_count), 'cpu' (hand-written forms XLA:CPU runs faster: "
+                         "sliced stem and depthwise convs, 1x1 convs as matmuls), 'auto' (cpu "
+                         "on a CPU, reference elsewhere)", KERNEL_CHOICES)
     # --- data --------------------------------------------------------------------------------
     dataset: str = field("cifar100", "tensorflow-datasets name")
     data_dir: Optional[str] = field(None, "TFDS data dir (default: $TFDS_DATA_DIR or "
@@ -104,7 +104,7 @@ class Config:
 
     # Fields that may differ when a run is resumed: they steer the run, not what it computes.
     RUN_CONTROL = ("workdir", "data_dir", "offline", "checkpoint_every", "keep", "max_steps",
-                   "progress", "distributed", "depthwise")
+                   "progress", "distributed", "kernels")
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -114,6 +114,10 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
+        d = dict(d)
+        if "depthwise" in d and "kernels" not in d:  # written before `kernels` replaced it
+            depthwise = d.pop("depthwise")
+            d["kernels"] = LEGACY_DEPTHWISE.get(depthwise, depthwise)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -124,27 +128,10 @@ class Config:
         """Keyword arguments of `MobileNetV1` for this run."""
         return dict(num_classes=self.num_classes, width_multiplier=self.width_multiplier,
                     block=self.block, stem_stride=self.stem_stride, dropout=self.dropout,
-                    dtype=self.dtype, depthwise=resolve_depthwise(self.depthwise, backend))
+                    dtype=self.dtype, kernels=resolve_kernels(self.kernels, backend))
 
     def scaled_lr(self) -> float:
         return self.lr * self.batch_size / REFERENCE_BATCH_SIZE
-
-
-def resolve_depthwise(depthwise: str, backend: Optional[str] = None) -> str:
-    """'auto' -> the implementation measured fastest on the backend (see experiments/)."""
-    if depthwise != "auto":
-        return depthwise
-    if backend is None:
-        import jax
-        backend = jax.default_backend()
-    # CPU: 'vjp' measured fastest for the whole training step (1.2-3.1x 'slices', 4.3-8x
-    # XLA's grouped conv) and at least as fast as 'slices' for inference (0.9-1.7x, its sliced
-    # stem and pointwise convs), in the sittings of 2026-11-25 22:36 and 23:43 UTC and
-    # 2026-11-26 01:51 and 03:36 UTC: see experiments/cpu_benchmark.md and
-    # `python -m mobilenet_jax.benchmark --depthwise ...`.
-    # GPU/TPU: no such machine was available to measure on, so keep XLA's own grouped conv
-    # (cuDNN has dedicated depthwise kernels) until the benchmark says otherwise.
-    return "vjp" if backend == "cpu" else "xla"
 
 
 def save_json(config: Config, path) -> None:
@@ -156,45 +143,3 @@ def save_json(config: Config, path) -> None:
 def load_json(path) -> Config:
     with open(path) as f:
         return Config.from_dict(json.load(f))
-
-
-# ---- command line generated from the dataclass ------------------------------------------------
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but a bad flag ends in one line and exit code 2 (no usage dump)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _flag_type(f):
-    hint = typing.get_type_hints(Config)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
-
-
-def add_config_flags(parser: argparse.ArgumentParser, names=None, all_optional=False) -> None:
-    """Add one flag per Config field (or per field in `names`).
-
-    With `all_optional`, every default is None so a caller can tell given flags from defaults.
-    """
-    for f in dataclasses.fields(Config):
-        if names is not None and f.name not in names:
-            continue
-        flags = f.metadata["flags"] or ("--" + f.name.replace("_", "-"),)
-        typ = _flag_type(f)
-        default = None if all_optional else f.default
-        help_text = f"{f.metadata['help']} (default: {f.default})"
-        if typ is bool:
-            parser.add_argument(*flags, dest=f.name, default=default, help=help_text,
-                                action=argparse.BooleanOptionalAction)
-        else:
-            parser.add_argument(*flags, dest=f.name, type=typ, default=default, help=help_text,
-                                choices=f.metadata["choices"],
-                                metavar=None if f.metadata["choices"] else typ.__name__.upper())
-
-
-def fail(message: str) -> typing.NoReturn:
-    """End a command with one clear line and exit code 2 (bad input, not a bug)."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(2)

@@ -5,22 +5,50 @@
 --ckpt takes a run workdir, its checkpoints/ dir, `latest` or one step's dir. The model is
 rebuilt from the config stored in the checkpoint; model flags, when given, must match it.
 """
-import argparse
-import functools
 import json
+from typing import Optional
 
 import jax
+import numpy as np
 
 from mobilenet_jax import checkpoint as ckpt_lib
-from mobilenet_jax import data, hostmem
-from mobilenet_jax.config import OneLineErrorParser, add_config_flags, fail
-from mobilenet_jax.train import (Devices, estimated_step_bytes, eval_step, evaluate_split,
-                                 state_initializer)
+from mobilenet_jax import cli, data, hostmem, steps
+from mobilenet_jax.parallel import Devices
 
-MODEL_FLAGS = ("width_multiplier", "num_classes", "block", "stem_stride", "dtype", "depthwise",
+MODEL_FLAGS = ("width_multiplier", "num_classes", "block", "stem_stride", "dtype", "kernels",
                "resolution")
 # May differ from training: they change how the same weights are run, not which weights.
-FREE_FLAGS = ("dtype", "depthwise")
+FREE_FLAGS = ("dtype", "kernels")
+
+
+def add_sums(total: Optional[dict], new: dict) -> dict:
+    new = {k: float(v) for k, v in new.items()}
+    return new if total is None else {k: total[k] + new[k] for k in total}
+
+
+def summarize_metrics(sums: dict, prefix: str) -> dict:
+    n = max(float(sums["count"]), 1.0)
+    return {f"{prefix}_{k}": float(sums[k]) / n for k in ("loss", "top1", "top5")}
+
+
+def evaluate_split(state, split: data.Split, batch_size: int, devices: Devices, step_fn,
+                   num_classes: int = 0) -> dict:
+    """`step_fn` (a jitted `steps.eval_step`) over the split: its summed metrics, and with
+    `num_classes`, also "per_class_correct" and "per_class_count" arrays."""
+    sums = None
+    per_class_correct, per_class_count = np.zeros(num_classes), np.zeros(num_classes)
+    for local in data.eval_batches(split, batch_size, devices.process_index,
+                                   devices.process_count):
+        batch = devices.global_batch(local)
+        metrics, correct = step_fn(state, batch)
+        sums = add_sums(sums, jax.device_get(metrics))
+        if num_classes:
+            correct, labels, mask = jax.device_get((correct, batch["label"], batch["mask"]))
+            np.add.at(per_class_correct, labels[mask > 0], correct[mask > 0])
+            np.add.at(per_class_count, labels[mask > 0], 1)
+    if num_classes:
+        sums.update(per_class_correct=per_class_correct, per_class_count=per_class_count)
+    return sums
 
 
 def checkpoint_config(step_dir, overrides: dict | None = None):
@@ -36,11 +64,11 @@ def checkpoint_config(step_dir, overrides: dict | None = None):
 
 
 def load_state(step_dir, overrides: dict | None = None):
-    """Rebuild the TrainState of a checkpoint from the config stored in it."""
+    """(state, config, data position, devices) of a checkpoint, the model rebuilt from the
+    config stored in it."""
     config = checkpoint_config(step_dir, overrides)
-    _, init_fn = state_initializer(config, steps_per_epoch=1)  # the schedule is not needed
     devices = Devices(jax.device_count())
-    abstract = devices.abstract(jax.eval_shape(init_fn, jax.random.key(0)))
+    abstract = steps.build(config).abstract_state(devices)
     state, _, position = ckpt_lib.restore_step(step_dir, abstract)
     return state, config, position, devices
 
@@ -50,7 +78,7 @@ def evaluate(step_dir, split: str = "test", data_dir=None, offline: bool = False
     state, config, position, devices = load_state(step_dir, overrides)
     batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
     dataset = data.load(config.dataset, split, data_dir or config.data_dir, offline)
-    step_fn = jax.jit(functools.partial(eval_step, config=config))
+    step_fn = steps.build(config).jit_steps(devices).eval
     sums = evaluate_split(state, dataset, batch_size, devices, step_fn, config.num_classes)
     per_class_correct, per_class_count = sums["per_class_correct"], sums["per_class_count"]
     n = sums["count"]
@@ -64,27 +92,26 @@ def evaluate(step_dir, split: str = "test", data_dir=None, offline: bool = False
 
 
 def main(argv=None):
-    parser = OneLineErrorParser(prog="python -m mobilenet_jax.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("mobilenet_jax.evaluate", __doc__)
     parser.add_argument("--ckpt", required=True, help="run workdir, checkpoints dir, latest, or step dir")
     parser.add_argument("--split", default="test", help="TFDS split expression (default: test)")
     parser.add_argument("--batch-size", type=int, default=1000, help="default: 1000")
     parser.add_argument("--per-class", action="store_true", help="print per-class accuracy")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    add_config_flags(parser, names=("data_dir", "offline") + MODEL_FLAGS, all_optional=True)
+    cli.add_config_flags(parser, names=("data_dir", "offline") + MODEL_FLAGS, all_optional=True)
     args = parser.parse_args(argv)
-    overrides = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None}
+    overrides = cli.given_flags(args, MODEL_FLAGS)
     try:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         step_dir = ckpt_lib.resolve(args.ckpt)
         # Before JAX starts: the allocator is set from the size of an eval step.
-        hostmem.keep_freed_memory(estimated_step_bytes(checkpoint_config(step_dir, overrides),
-                                                       args.batch_size, train=False))
+        hostmem.keep_freed_memory(hostmem.estimated_step_bytes(
+            checkpoint_config(step_dir, overrides), args.batch_size, train=False))
         result = evaluate(step_dir, args.split, args.data_dir, bool(args.offline),
                           args.batch_size, overrides)
     except (ValueError, data.DataError, ckpt_lib.CheckpointError) as e:
-        fail(str(e))
+        cli.fail(str(e))
     print(f"{result['checkpoint']} (step {result['step']}), split {result['split']}: "
           f"{result['examples']} examples  top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}"
           f"  loss {result['loss']:.4f}")

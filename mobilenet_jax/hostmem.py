@@ -2,15 +2,21 @@
 
 XLA:CPU allocates a step's temporary buffer (tens to hundreds of MB) afresh for every call
 and frees it after. glibc serves blocks that large with mmap and returns them with munmap,
-so every step page-faults the whole buffer in again: at alpha=0.25, batch 128, 12,500 faults
-and ~35 ms of kernel time per ~50 ms step (experiments/cpu_benchmark.md). Telling glibc
+so every step page-faults the whole buffer in again (experiments/host_memory). Telling glibc
 never to mmap (the heap serves everything) and never to trim the heap makes the freed buffer
 reusable by the next step. The cost: the process keeps its peak memory until it exits, which
 is what a training or benchmark process does anyway. Called by the command-line entry points,
 not on import: it changes the allocator of the whole process.
 """
 import ctypes
+import functools
 import sys
+
+import jax
+import jax.numpy as jnp
+
+from mobilenet_jax.config import Config
+from mobilenet_jax.model import MobileNetV1
 
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc's mallopt numbers (malloc.h)
 # XLA's worker threads allocate from glibc's per-thread arenas, whose heaps hold at most
@@ -29,10 +35,9 @@ def keep_freed_memory(step_bytes: int = 0) -> bool:
 
     `step_bytes`: the expected size of a step's temporary buffer. Past a thread arena's heap,
     every thread allocates from the main arena instead, whose heap grows without that limit:
-    at alpha=0.5 and 1.0 that made the train step 1.25-1.37x faster, but the shared lock
-    costs 10-30 ms of CPU per step, which made alpha=0.1 1.4-1.7x slower
-    (experiments/cpu_benchmark.md). Call it before JAX starts its backend: a thread keeps the
-    arena it first allocated from.
+    faster for large steps, but the shared lock makes small ones slower (experiments/
+    host_memory). Call it before JAX starts its backend: a thread keeps the arena it first
+    allocated from.
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -45,3 +50,17 @@ def keep_freed_memory(step_bytes: int = 0) -> bool:
     if applied and needs_single_arena(step_bytes):
         applied = bool(mallopt(M_ARENA_MAX, 1))
     return applied
+
+
+def estimated_step_bytes(config: Config, batch_size: int, train: bool = True) -> int:
+    """About how large XLA:CPU's temporary buffer for one step of `batch_size` will be, from
+    the model's layer outputs (`jax.eval_shape`: nothing runs, no backend starts). Training
+    keeps every layer output for the backward, inference a few at a time; the factors are
+    XLA's measured ratios (experiments/host_memory)."""
+    model = MobileNetV1(**config.model_kwargs(backend="cpu"))  # asking JAX would start it
+    image = jax.ShapeDtypeStruct((1, config.resolution, config.resolution, 3), jnp.float32)
+    variables = jax.eval_shape(functools.partial(model.init, capture_intermediates=True),
+                               jax.eval_shape(jax.random.key, 0), image)
+    sizes = [leaf.size * leaf.dtype.itemsize
+             for leaf in jax.tree.leaves(variables["intermediates"])]
+    return int(batch_size * (1.5 * sum(sizes) if train else 2.5 * max(sizes)))

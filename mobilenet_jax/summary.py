@@ -7,7 +7,6 @@ nothing is computed): a conv or dense layer costs (kernel size) x (output positi
 as in the paper's Table 6/7. Parameters are conv and dense weights (and the dense bias);
 BatchNorm scale/offset are a column of their own.
 """
-import argparse
 import math
 from typing import NamedTuple
 
@@ -15,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from mobilenet_jax.config import OneLineErrorParser, fail
+from mobilenet_jax import cli
 from mobilenet_jax.model import MobileNetV1
 
 
@@ -87,8 +86,7 @@ def format_table(rows: list[Layer]) -> str:
 
 
 def main(argv=None):
-    parser = OneLineErrorParser(prog="python -m mobilenet_jax.summary", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("mobilenet_jax.summary", __doc__)
     parser.add_argument("--alpha", type=float, default=1.0, help="width multiplier (default 1.0)")
     parser.add_argument("--resolution", type=int, default=224, help="input size NxN (default 224)")
     parser.add_argument("--num-classes", type=int, default=1000, help="classes (default 1000)")
@@ -100,7 +98,7 @@ def main(argv=None):
                             block=args.block, stem_stride=args.stem_stride)
         rows = summarize(model, args.resolution)
     except ValueError as e:
-        fail(str(e))
+        cli.fail(str(e))
     print(f"MobileNet v1, alpha={args.alpha}, {args.resolution}x{args.resolution}, "
           f"{args.num_classes} classes, {args.block} block, stem stride {args.stem_stride}")
     print(format_table(rows))

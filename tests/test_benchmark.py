@@ -9,7 +9,7 @@ from tests.conftest import REPO
 def test_benchmark_smoke_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "mobilenet_jax.benchmark", "--smoke", "--depthwise", "auto",
+        [sys.executable, "-m", "mobilenet_jax.benchmark", "--smoke", "--kernels", "auto",
          "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "img/s" in proc.stdout
@@ -23,12 +23,12 @@ def test_benchmark_smoke_writes_json(tmp_path):
     assert modes == ["infer", "train"]
     for r in result["results"]:
         assert "error" not in r, r
-        for key in ("alpha", "depthwise", "resolved", "batch", "img_per_s", "median_step_s",
+        for key in ("alpha", "kernels", "resolved", "batch", "img_per_s", "median_step_s",
                     "compile_s", "steps", "gflops", "pct_of_peak", "memory",
                     "forward_mult_adds_per_image", "flops_per_image"):
             assert key in r, key
         assert r["img_per_s"] > 0 and r["memory"]["max_rss_mb"] > 0
-        assert r["depthwise"] == "auto" and r["resolved"] != "auto"
+        assert r["kernels"] == "auto" and r["resolved"] != "auto"
     train = next(r for r in result["results"] if r["mode"] == "train")
     assert train["flops_per_image"] == 6 * train["forward_mult_adds_per_image"]
     infer = next(r for r in result["results"] if r["mode"] == "infer")
@@ -43,6 +43,6 @@ def test_benchmark_smoke_writes_json(tmp_path):
 
 def test_benchmark_rejects_unknown_implementation():
     proc = subprocess.run(
-        [sys.executable, "-m", "mobilenet_jax.benchmark", "--smoke", "--depthwise", "nope"],
+        [sys.executable, "-m", "mobilenet_jax.benchmark", "--smoke", "--kernels", "nope"],
         cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "nope" in proc.stderr

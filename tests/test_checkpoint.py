@@ -1,26 +1,21 @@
 """Checkpoint paths, retention, the `latest` link, and the errors for bad checkpoints."""
-import functools
 import json
-import pathlib
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
-from mobilenet_jax import Config
+from mobilenet_jax import Config, steps
 from mobilenet_jax import checkpoint as ckpt_lib
 from mobilenet_jax.evaluate import load_state
-from mobilenet_jax.model import MobileNetV1
-from mobilenet_jax.train import (Devices, create_optimizer, create_train_state,
-                                 learning_rate_schedule)
 
 CONFIG = Config(width_multiplier=0.1, num_classes=10)
 
 
 def make_state(config=CONFIG, seed=0):
-    model = MobileNetV1(**config.model_kwargs())
-    tx = create_optimizer(config, learning_rate_schedule(config, 1))
-    return create_train_state(config, model, tx, jax.random.key(seed))
+    return steps.build(config).init_state(jax.random.key(seed))
 
 
 def save_steps(directory, steps, keep=2, val_top1=None):
@@ -91,20 +86,33 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
 
 def test_free_flags_may_differ(tmp_path):
     save_steps(tmp_path / "checkpoints", [1])
-    state, config, _, _ = load_state(tmp_path / "checkpoints" / "1", {"depthwise": "slices"})
-    assert config.depthwise == "slices"
+    state, config, _, _ = load_state(tmp_path / "checkpoints" / "1", {"kernels": "reference"})
+    assert config.kernels == "reference"
+
+
+@pytest.mark.parametrize("depthwise,kernels", [("xla", "reference"), ("vjp", "cpu"),
+                                               ("slices", "cpu"), ("auto", "auto")])
+def test_checkpoint_with_a_depthwise_config_restores(tmp_path, depthwise, kernels):
+    """Configs stored before the kernel policy named the formulation `depthwise`."""
+    save_steps(tmp_path / "checkpoints", [1])
+    config_file = tmp_path / "checkpoints" / "1" / "config" / "metadata"
+    stored = json.loads(config_file.read_text())
+    del stored["kernels"]
+    config_file.write_text(json.dumps({**stored, "depthwise": depthwise}))
+    state, config, _, _ = load_state(tmp_path / "checkpoints" / "1")
+    assert config.kernels == kernels and config.width_multiplier == CONFIG.width_multiplier
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(make_state().params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_read_config_starts_no_backend(tmp_path):
     """evaluate sets the allocator from the stored config, which must come before JAX's
     backend starts (hostmem)."""
-    import subprocess
-    import sys
     save_steps(tmp_path / "checkpoints", [1])
     probe = ("import sys\nfrom jax._src import xla_bridge\n"
              "from mobilenet_jax.evaluate import checkpoint_config\n"
-             "config = checkpoint_config(sys.argv[1], {'depthwise': 'slices'})\n"
-             "print(config.width_multiplier, config.depthwise, bool(xla_bridge._backends))")
+             "config = checkpoint_config(sys.argv[1], {'kernels': 'reference'})\n"
+             "print(config.width_multiplier, config.kernels, bool(xla_bridge._backends))")
     out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "checkpoints" / "1")],
                          check=True, capture_output=True, text=True).stdout
-    assert out.split() == [str(CONFIG.width_multiplier), "slices", "False"]
+    assert out.split() == [str(CONFIG.width_multiplier), "reference", "False"]

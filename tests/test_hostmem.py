@@ -1,9 +1,16 @@
-"""hostmem.keep_freed_memory: a freed large block is reused without page faults."""
+"""hostmem: a freed large block is reused without page faults, and the step-buffer estimate
+that decides the allocator tracks XLA's own."""
 import ctypes
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
+
+from mobilenet_jax import Config, hostmem, steps
+from mobilenet_jax.benchmark import synthetic_batch
+from mobilenet_jax.parallel import Devices
 
 # Allocate SIZE, touch every page, free it, allocate again and touch again (in a new thread
 # when asked, as XLA's workers do); print the minor page faults of the second round. 64 MiB is
@@ -67,3 +74,31 @@ def test_block_larger_than_a_thread_heap_is_reused_when_the_step_is_that_large()
     applied, faults = _second_round_faults(True, size, in_thread=True, step_bytes=size)
     assert applied
     assert faults < pages // 20, faults
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_step_buffer_estimate_tracks_xla(train):
+    """The estimate behind the allocator choice is within 1.5x of XLA's own temp buffer."""
+    config = Config(width_multiplier=0.25, batch_size=32)
+    devices = Devices(config.batch_size)
+    training = steps.build(config)
+    state = training.new_state(jax.random.key(0), devices)
+    batch = devices.global_batch({**synthetic_batch(32, config.num_classes),
+                                  "mask": np.ones(32, np.float32)})
+    jitted = training.jit_steps(devices)
+    lowered = (jitted.train.lower(state, batch, jax.random.key(0)) if train
+               else jitted.eval.lower(state, batch))
+    temp = lowered.compile().memory_analysis().temp_size_in_bytes
+    estimate = hostmem.estimated_step_bytes(config, 32, train)
+    assert temp / 1.5 < estimate < temp * 1.5, (estimate, temp)
+
+
+def test_step_buffer_estimate_starts_no_backend():
+    """The CLIs set the allocator from the estimate, which must come before JAX's backend."""
+    probe = ("from jax._src import xla_bridge\n"
+             "from mobilenet_jax import Config, hostmem\n"
+             "assert hostmem.estimated_step_bytes(Config(width_multiplier=0.1), 128) > 0\n"
+             "print(bool(xla_bridge._backends))")
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
+                         text=True).stdout
+    assert out.strip() == "False"

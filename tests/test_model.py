@@ -9,6 +9,7 @@ import pytest
 from flax import linen as nn
 
 import mobilenet_jax as mj
+from mobilenet_jax import layers
 from mobilenet_jax.model import MobileNetV1
 from mobilenet_jax.summary import summarize
 
@@ -52,15 +53,14 @@ def test_seed_block_has_two_pointwise_convs():
     assert block["pointwise"]["kernel"].shape == (1, 1, 102, 102)
 
 
-@pytest.mark.parametrize("implementation", ["xla", "slices"])
+@pytest.mark.parametrize("implementation", list(layers.DEPTHWISE_FORMS.values()))
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", [7, 8])
 def test_depthwise_equals_naive_loop(implementation, stride, size):
     rng = np.random.default_rng(stride * 100 + size)
     x = rng.normal(size=(2, size, size, 5)).astype(np.float32)
     kernel = rng.normal(size=(3, 3, 1, 5)).astype(np.float32)
-    cls = mj.model.DEPTHWISE_IMPLEMENTATIONS[implementation]
-    conv = cls(5, (3, 3), strides=stride, padding=((1, 1), (1, 1)), feature_group_count=5,
+    conv = implementation(5, (3, 3), strides=stride, padding=((1, 1), (1, 1)), feature_group_count=5,
                use_bias=False)
     y = conv.apply({"params": {"kernel": jnp.asarray(kernel)}}, jnp.asarray(x))
     np.testing.assert_allclose(np.asarray(y), naive_depthwise(x, kernel, stride),
@@ -85,7 +85,8 @@ def test_output_shapes_32x32(stem_stride, final):
 
 @pytest.fixture(scope="module")
 def tiny():
-    init, apply = mj.functions(mj.Config(width_multiplier=0.1, num_classes=10, depthwise="xla"))
+    init, apply = mj.functions(mj.Config(width_multiplier=0.1, num_classes=10,
+                                         kernels="reference"))
     variables = init(jax.random.key(0), (1, 32, 32, 3))
     images = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
     return init, apply, variables, images
@@ -176,7 +177,7 @@ def test_probabilities_sum_to_one():
     (dict(width_multiplier=0.0), "0.0"), (dict(width_multiplier=-1.0), "-1.0"),
     (dict(width_multiplier=float("nan")), "nan"), (dict(width_multiplier=float("inf")), "inf"),
     (dict(num_classes=0), "0"), (dict(block="resnet"), "resnet"),
-    (dict(depthwise="fft"), "fft"),
+    (dict(kernels="fft"), "fft"),
 ])
 def test_invalid_model_configurations_raise_value_error(kwargs, bad):
     with pytest.raises(ValueError, match=bad):

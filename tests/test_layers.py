@@ -1,15 +1,19 @@
-"""Every depthwise implementation computes what nn.Conv(feature_group_count=C) computes."""
+"""Every conv formulation computes what the nn.Conv it stands in for computes (values and
+both gradients, same parameters), and the kernel policies give the same network."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
 
-from mobilenet_jax.config import resolve_depthwise
-from mobilenet_jax.model import (DEPTHWISE_IMPLEMENTATIONS, PAD1, FewChannelConv, MobileNetV1,
-                                 PointwiseConv, materialize)
+from mobilenet_jax.layers import (DEPTHWISE_FORMS, KERNELS, FewChannelConv, PointwiseConv,
+                                  SlicedDepthwiseConv, conv_kernels, materialize,
+                                  resolve_kernels)
+from mobilenet_jax.model import PAD1, MobileNetV1
 
-OTHERS = [name for name in DEPTHWISE_IMPLEMENTATIONS if name != "xla"]
+OTHERS = [name for name in DEPTHWISE_FORMS if name != "grouped"]
 
 
 def _values_and_grads(module, variables, x):
@@ -33,7 +37,7 @@ def test_matches_grouped_conv(impl, channels, size, strides):
                   feature_group_count=channels, use_bias=False)
     ref = nn.Conv(**kwargs)
     variables = ref.init(jax.random.key(1), x)
-    mod = DEPTHWISE_IMPLEMENTATIONS[impl](**kwargs)
+    mod = DEPTHWISE_FORMS[impl](**kwargs)
     assert jax.tree.map(jnp.shape, mod.init(jax.random.key(1), x)) == \
         jax.tree.map(jnp.shape, variables)
     y_ref, (gv_ref, gx_ref) = _values_and_grads(ref, variables, x)
@@ -52,7 +56,7 @@ def test_bfloat16_runs(impl):
                   feature_group_count=16, use_bias=False, dtype=jnp.bfloat16)
     variables = nn.Conv(**kwargs).init(jax.random.key(1), x)
     y_ref = nn.Conv(**kwargs).apply(variables, x)
-    mod = DEPTHWISE_IMPLEMENTATIONS[impl](**kwargs)
+    mod = DEPTHWISE_FORMS[impl](**kwargs)
     y = mod.apply(variables, x)
     assert y.dtype == jnp.bfloat16
     np.testing.assert_allclose(y.astype(np.float32), y_ref.astype(np.float32), rtol=0.05, atol=0.05)
@@ -62,18 +66,20 @@ def test_bfloat16_runs(impl):
 
 def test_rejects_non_depthwise():
     for impl in OTHERS:
-        mod = DEPTHWISE_IMPLEMENTATIONS[impl](features=8, kernel_size=(3, 3),
+        mod = DEPTHWISE_FORMS[impl](features=8, kernel_size=(3, 3),
                                                feature_group_count=4)
         with pytest.raises(ValueError):
             mod.init(jax.random.key(0), jnp.zeros((1, 5, 5, 4)))
 
 
-def test_full_model_same_logits_and_grads():
+def test_full_model_same_logits_and_grads_with_every_policy():
+    """The network of each policy (and the sliced depthwise conv differentiated by XLA, the
+    baseline of the hand-written backward) equals the reference network."""
     x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
     labels = jnp.arange(4) % 10
 
-    def run(impl, variables):
-        model = MobileNetV1(num_classes=10, width_multiplier=0.25, depthwise=impl)
+    def run(kernels, variables):
+        model = MobileNetV1(num_classes=10, width_multiplier=0.25, kernels=kernels)
 
         def loss(params):
             logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
@@ -86,21 +92,39 @@ def test_full_model_same_logits_and_grads():
         return logits, grads
 
     variables = MobileNetV1(num_classes=10, width_multiplier=0.25).init(jax.random.key(1), x)
-    logits_ref, grads_ref = run("xla", variables)
-    for impl in OTHERS:
-        logits, grads = run(impl, variables)
+    logits_ref, grads_ref = run("reference", variables)
+    sliced = dataclasses.replace(KERNELS["cpu"], depthwise=SlicedDepthwiseConv)
+    for kernels in ("cpu", sliced):
+        logits, grads = run(kernels, variables)
         np.testing.assert_allclose(logits, logits_ref, rtol=1e-4, atol=1e-4)
         # Through 14 train-mode BatchNorms over 4 examples float32 rounding differences are
         # amplified, so compare each gradient relative to its own scale.
         for g, g_ref in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
             scale = float(jnp.max(jnp.abs(g_ref))) + 1e-6
-            assert float(jnp.max(jnp.abs(g - g_ref))) <= 3e-3 * scale + 5e-5, impl
+            assert float(jnp.max(jnp.abs(g - g_ref))) <= 3e-3 * scale + 5e-5, kernels
 
 
-def test_auto_resolves_to_an_implementation():
-    assert resolve_depthwise("auto", "cpu") in DEPTHWISE_IMPLEMENTATIONS
-    assert resolve_depthwise("auto", "gpu") == "xla"
-    assert resolve_depthwise("slices", "gpu") == "slices"
+def test_reference_policy_is_nn_conv_everywhere():
+    """What GPUs and exporters get: every conv an nn.Conv, depthwise by feature_group_count."""
+    model = MobileNetV1(num_classes=10, width_multiplier=0.25, kernels="reference")
+    x = jnp.zeros((1, 32, 32, 3))
+    jaxpr = str(jax.make_jaxpr(lambda x: model.init_with_output(jax.random.key(0), x)[0])(x))
+    assert jaxpr.count("conv_general_dilated") == 1 + 2 * 13
+    assert "feature_group_count=16" in jaxpr and "dot_general" in jaxpr  # the classifier only
+    assert "cond" not in jaxpr and "custom_vjp" not in jaxpr
+    cpu = str(jax.make_jaxpr(
+        lambda x: MobileNetV1(num_classes=10, width_multiplier=0.25, kernels="cpu")
+        .init_with_output(jax.random.key(0), x)[0])(x))
+    assert "conv_general_dilated" not in cpu
+
+
+def test_kernel_policy_names():
+    assert resolve_kernels("auto", "cpu") == "cpu"
+    assert resolve_kernels("auto", "gpu") == "reference"
+    assert resolve_kernels("reference", "cpu") == "reference"
+    assert conv_kernels("cpu") is KERNELS["cpu"]
+    with pytest.raises(ValueError, match="fft"):
+        conv_kernels("fft")
 
 
 def _assert_same_as_conv(mod, ref, variables, x, atol):

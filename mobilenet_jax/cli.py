@@ -1,0 +1,60 @@
+"""Command lines generated from the run `Config`, and the one-line way every command fails."""
+import argparse
+import dataclasses
+import sys
+import typing
+
+from mobilenet_jax.config import Config
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a bad flag ends in one line and exit code 2 (no usage dump)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def parser(module: str, doc: str) -> OneLineErrorParser:
+    """The parser of `python -m <module>`, its module docstring as the description."""
+    return OneLineErrorParser(prog=f"python -m {module}", description=doc,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _flag_type(f):
+    hint = typing.get_type_hints(Config)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def add_config_flags(parser: argparse.ArgumentParser, names=None, all_optional=False) -> None:
+    """Add one flag per Config field (or per field in `names`).
+
+    With `all_optional`, every default is None so a caller can tell given flags from defaults.
+    """
+    for f in dataclasses.fields(Config):
+        if names is not None and f.name not in names:
+            continue
+        flags = f.metadata["flags"] or ("--" + f.name.replace("_", "-"),)
+        typ = _flag_type(f)
+        default = None if all_optional else f.default
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        if typ is bool:
+            parser.add_argument(*flags, dest=f.name, default=default, help=help_text,
+                                action=argparse.BooleanOptionalAction)
+        else:
+            parser.add_argument(*flags, dest=f.name, type=typ, default=default, help=help_text,
+                                choices=f.metadata["choices"],
+                                metavar=None if f.metadata["choices"] else typ.__name__.upper())
+
+
+def given_flags(args: argparse.Namespace, names=None) -> dict:
+    """The Config fields given on the command line (flags added with `all_optional`)."""
+    return {k: v for k, v in vars(args).items()
+            if v is not None and k in Config.__dataclass_fields__
+            and (names is None or k in names)}
+
+
+def fail(message: str) -> typing.NoReturn:
+    """End a command with one clear line and exit code 2 (bad input, not a bug)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
