@@ -1,0 +1,49 @@
+#!/bin/bash
+# One sitting: REPS rounds, each the peers (as ../shared/bench/README.md runs them) and then
+# ours, results in $OUT; `make_tables.py $OUT` turns them into tables and
+# `python ../shared/bench/check_peers.py $OUT/peers.jsonl` says whether the sitting counts.
+# Run from the repository root. MODES="train infer" (the default) or one of them; ALPHAS_TRAIN,
+# ALPHAS_INFER; KERNELS: ours' kernel policies in round 1 (later rounds: auto).
+# BEFORE=DIR (another checkout, e.g. `git worktree add ../before <commit>`) times that code
+# right before ours in every round, with BEFORE_FLAGS (default: --depthwise auto).
+# Ours runs one process per alpha and mode, as a user's run would: the allocator is set per
+# process from the size of its step (mobilenet_jax/hostmem.py).
+set -x
+OUT=${OUT:?set OUT=experiments/cpu_throughput/sittings/<date>T<time>}
+REPS=${REPS:-2}
+MODES=${MODES:-train infer}
+ALPHAS_TRAIN=${ALPHAS_TRAIN:-0.1 0.25 1.0}
+ALPHAS_INFER=${ALPHAS_INFER:-0.1 1.0}
+KERNELS=${KERNELS:-auto,cpu,reference}
+BEFORE_FLAGS=${BEFORE_FLAGS:---depthwise auto}
+mkdir -p $OUT
+B=../shared/bench
+PY=$PWD/.venv/bin/python
+date -u
+git log -1 --format='commit %H' | cat
+export OMP_NUM_THREADS=2
+~/venv-torch/bin/python $B/peak.py torch --out $OUT/peers.jsonl
+ours() {  # mode alpha round kernels
+  if [ -n "$BEFORE" ]; then
+    (cd $BEFORE && PYTHONPATH=$PWD $PY -m mobilenet_jax.benchmark --alphas $2 --mode $1 \
+      $BEFORE_FLAGS --json $OLDPWD/$OUT/before_$1_r$3_a$2.json)
+  fi
+  $PY -m mobilenet_jax.benchmark --alphas $2 --mode $1 --kernels $4 --json $OUT/ours_$1_r$3_a$2.json
+}
+for rep in $(seq 1 $REPS); do
+  export BENCH_REP=$rep
+  kernels=auto
+  [ $rep = 1 ] && kernels=$KERNELS
+  if [[ $MODES == *train* ]]; then
+    ~/venv-torch/bin/python $B/bench_torch.py --mode train --alphas ${ALPHAS_TRAIN// /,} --variants eager+cl,compile+cl --out $OUT/peers.jsonl
+    ~/venv-tf/bin/python $B/bench_tf.py --mode train --alphas ${ALPHAS_TRAIN// /,} --variants tffn,tob --out $OUT/peers.jsonl
+    for a in $ALPHAS_TRAIN; do ours train $a $rep $kernels; done
+  fi
+  if [[ $MODES == *infer* ]]; then
+    ~/venv-torch/bin/python $B/bench_torch.py --mode infer --alphas ${ALPHAS_INFER// /,} --variants eager+cl,compile+cl --out $OUT/peers.jsonl
+    ~/venv-tf/bin/python $B/bench_tf.py --mode infer --alphas ${ALPHAS_INFER// /,} --variants tffn --out $OUT/peers.jsonl
+    for a in $ALPHAS_INFER; do ours infer $a $rep $kernels; done
+  fi
+  date -u
+done
+python3 $B/check_peers.py $OUT/peers.jsonl

@@ -1,0 +1,98 @@
+"""Where does the CPU training step spend its time? Ablations of the real train step.
+
+    python experiments/train_step_profile/ablate_train_step.py --alphas 0.1,1.0 --variants base,no_bn,cheap_dw
+
+Each variant swaps one component of the model (by patching the `nn` namespace that
+mobilenet_jax.model uses, or the kernel policy's depthwise conv, so MobileNetV1's code and
+parameter layout stay as they are) and times the train step as the benchmark does. Ratios are within one process. Variants that
+remove work (no_bn, cheap_dw, sgd_only) are not correct models: they only bound a component's cost.
+"""
+import argparse
+import dataclasses
+import sys
+import types
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+import mobilenet_jax.model as model_mod
+from mobilenet_jax import benchmark, layers
+from mobilenet_jax.config import Config
+
+
+class Identity(nn.Module):
+    """Not a norm: takes nn.BatchNorm's arguments and returns its input."""
+    use_running_average: bool = False
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    dtype: object = None
+    use_fast_variance: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        self.variable("batch_stats", "unused", jnp.zeros, (1,))
+        return x
+
+
+class CheapDepthwise(layers._DepthwiseConv):
+    """Not a conv: the centre tap only (bounds the depthwise conv's share of the step)."""
+
+    @nn.compact
+    def __call__(self, x):
+        x, kernel, (sh, sw), _ = self._prepare_depthwise(x)
+        return x[:, ::sh, ::sw, :] * kernel[1, 1]
+
+
+def patched_nn(**overrides):
+    ns = types.SimpleNamespace(**{k: getattr(nn, k) for k in dir(nn) if not k.startswith("__")})
+    for k, v in overrides.items():
+        setattr(ns, k, v)
+    return ns
+
+
+VARIANTS = {
+    "base": {},
+    "no_bn": {"BatchNorm": Identity},
+    "cheap_dw": {"depthwise": CheapDepthwise},
+}
+
+
+def run_variant(name, config, timing):
+    over = dict(VARIANTS[name])
+    dw = over.pop("depthwise", None)
+    policy = layers.resolve_kernels(config.kernels)
+    saved_nn, saved_kernels = model_mod.nn, layers.KERNELS[policy]
+    try:
+        model_mod.nn = patched_nn(**over)
+        if dw is not None:
+            layers.KERNELS[policy] = dataclasses.replace(saved_kernels, depthwise=dw)
+        res = benchmark.bench_train(config, timing, pipeline=False)
+    finally:
+        model_mod.nn = saved_nn
+        layers.KERNELS[policy] = saved_kernels
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--alphas", default="0.1,1.0")
+    ap.add_argument("--kernels", default="cpu")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--min-time", type=float, default=3.0)
+    a = ap.parse_args()
+    timing = dict(warmup=2, min_steps=10, min_time_s=a.min_time, max_time_s=20.0)
+    print(" ".join(sys.argv), flush=True)
+    for alpha in [float(v) for v in a.alphas.split(",")]:
+        base = None
+        for v in a.variants.split(","):
+            cfg = Config(width_multiplier=alpha, batch_size=a.batch_size, kernels=a.kernels)
+            r = run_variant(v, cfg, timing)
+            base = base or r["median_step_s"]
+            print(f"alpha {alpha} {a.kernels:>9} {v:<10} {1000 * r['median_step_s']:8.2f} ms  "
+                  f"{r['img_per_s']:8.0f} img/s  x{base / r['median_step_s']:.2f} vs first  "
+                  f"compile {r['compile_s']:.1f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
