@@ -3,20 +3,38 @@
 Each checkpoint holds the whole TrainState (params, batch_stats, optimizer state, step, RNG
 key), the run's Config and the data position, so a model is rebuilt from a checkpoint alone and
 a run resumes exactly. Retention: the last `keep` plus the best by validation top-1.
+
+Integrity: once orbax has committed a step, `manifest.json` (every file's size and SHA-256)
+is written into it atomically, and every restore verifies it first. A run that starts moves
+aside (`<step>.corrupt`) the newest checkpoints that fail verification, removes unfinished
+saves, and resumes from the newest intact one.
 """
+import contextlib
+import hashlib
 import json
+import logging
 import os
 import pathlib
-from typing import Any, Optional
+import shutil
+import sys
+import tempfile
+from typing import Any, Callable, Optional
 
 import jax
 import orbax.checkpoint as ocp
 
+from mobilenet_jax import cli
 from mobilenet_jax.config import Config
 
 LATEST = "latest"
-# Where JsonSave puts the "config" item: JsonCheckpointHandler's default file name.
+# Where JsonSave puts the "config" and "position" items: JsonCheckpointHandler's file name.
 CONFIG_FILE = pathlib.Path("config") / "metadata"
+POSITION_FILE = pathlib.Path("position") / "metadata"
+MANIFEST = "manifest.json"
+# position["format"] of checkpoints that carry a manifest (older ones restore unverified).
+MANIFEST_FORMAT = 2
+CORRUPT_SUFFIX = ".corrupt"
+UNFINISHED_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's name for a save in progress
 
 
 class CheckpointError(Exception):
@@ -24,10 +42,23 @@ class CheckpointError(Exception):
 
 
 class Checkpoints:
-    """Save / restore of one run's checkpoints directory (collective on multi-host runs)."""
+    """Save / restore of one run's checkpoints directory (collective on multi-host runs).
 
-    def __init__(self, directory, keep: int = 3, keep_best: bool = True):
+    Opening it sets aside what a resume must not trip over (`set_aside_unusable`); `say`
+    receives one line for each thing set aside."""
+
+    def __init__(self, directory, keep: int = 3, keep_best: bool = True,
+                 say: Callable[[str], None] = print):
         self.directory = pathlib.Path(directory).absolute()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if jax.process_index() == 0:
+                for line in set_aside_unusable(self.directory):
+                    say(line)
+        except OSError as e:
+            raise CheckpointError(cli.write_error_line(
+                e, f"prepare checkpoints in {self.directory}")) from None
+        _sync_processes("checkpoints-set-aside")
         policies = [ocp.checkpoint_managers.LatestN(n=keep)]
         if keep_best:
             policies.append(ocp.checkpoint_managers.BestN(
@@ -43,27 +74,221 @@ class Checkpoints:
         return self.manager.latest_step()
 
     def save(self, state, config: Config, position: dict, metrics: Optional[dict] = None):
-        """Write a checkpoint at state.step; then point `latest` at it (it is complete now)."""
+        """Write a checkpoint at state.step, its manifest, then point `latest` at it.
+
+        A failure to write (disk full, read-only, vanished directory) raises CheckpointError
+        with one line; what was half-written is removed and `latest` still names the last
+        intact checkpoint."""
         step = int(state.step)
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            config=ocp.args.JsonSave(config.to_dict()),
-            position=ocp.args.JsonSave(position)), metrics=metrics, force=True)
-        self.manager.wait_until_finished()
-        if jax.process_index() == 0:
-            link = self.directory / LATEST
-            tmp = self.directory / f".{LATEST}.tmp"
-            tmp.unlink(missing_ok=True)
-            tmp.symlink_to(str(step))
-            os.replace(tmp, link)  # atomic: `latest` never points at a half-written step
+        step_dir = self.directory / str(step)
+        try:
+            with _stderr_held():  # a failure is reported once, in the line below
+                self.manager.save(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    config=ocp.args.JsonSave(config.to_dict()),
+                    position=ocp.args.JsonSave({**position, "format": MANIFEST_FORMAT})),
+                    metrics=metrics, force=True)
+                self.manager.wait_until_finished()
+            if jax.process_index() == 0:
+                write_manifest(step_dir)
+                _point_latest(self.directory, step)
+        except Exception as e:  # orbax wraps the OSError in errors of its own
+            # Its write tasks that failed too are only collected at exit, where asyncio
+            # would print each one's traceback after this error's line.
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+            if jax.process_index() == 0:
+                _remove_unfinished(self.directory, step)
+            last = latest_intact_step(self.directory)
+            kept = (f"the last good checkpoint (step {last}) is intact and still `latest`"
+                    if last is not None else "no checkpoint had been saved before")
+            line = cli.write_error_line(e, f"write checkpoint {step_dir}")
+            raise CheckpointError(f"{line}; {kept}") from None
+        _sync_processes(f"checkpoint-{step}")
         return step
 
     def restore(self, step: int, abstract_state) -> tuple[Any, Config, dict]:
         return restore_step(self.directory / str(step), abstract_state)
 
     def close(self):
-        self.manager.close()
+        try:
+            self.manager.close()
+        except Exception:  # noqa: BLE001 - closing after a failed save must not mask its error
+            pass
 
+
+# ---- integrity ------------------------------------------------------------------------------
+
+def _sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(step_dir: pathlib.Path) -> list:
+    return sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != MANIFEST
+                  and not p.name.startswith(f".{MANIFEST}"))
+
+
+def write_manifest(step_dir) -> None:
+    """Write `manifest.json` (size and SHA-256 of every file) into a committed step dir,
+    atomically: a crash leaves either no manifest or a complete one."""
+    step_dir = pathlib.Path(step_dir)
+    entries = {str(p.relative_to(step_dir)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+               for p in _files(step_dir)}
+    tmp = step_dir / f".{MANIFEST}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"files": entries}, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, step_dir / MANIFEST)
+    _fsync_dir(step_dir)
+
+
+def verify(step_dir) -> bool:
+    """Check every file of a step dir against its manifest. True if verified, False for a
+    checkpoint written before manifests (nothing to verify against); CheckpointError naming
+    the first bad file otherwise (also when a manifest is due but missing: a save that did
+    not finish)."""
+    problem = _problem(pathlib.Path(step_dir))
+    if problem:
+        raise CheckpointError(f"checkpoint {step_dir} {problem}; use another checkpoint")
+    return (pathlib.Path(step_dir) / MANIFEST).exists()
+
+
+def _problem(step_dir: pathlib.Path) -> Optional[str]:
+    """What is wrong with a step dir by its manifest ("is corrupt: ..."), or None."""
+    manifest = step_dir / MANIFEST
+    if not manifest.exists():
+        if _position_format(step_dir) >= MANIFEST_FORMAT:
+            return f"is incomplete (no {MANIFEST}: its save did not finish)"
+        return None
+    try:
+        entries = json.loads(manifest.read_text())["files"]
+    except Exception as e:  # noqa: BLE001 - any damage to the manifest
+        return f"is corrupt: its {MANIFEST} is unreadable ({_short(e)})"
+    for name, want in sorted(entries.items()):
+        path = step_dir / name
+        if not path.is_file():
+            return f"is corrupt: {name} is missing"
+        if path.stat().st_size != want["bytes"]:
+            return f"is corrupt: {name} has {path.stat().st_size} bytes, not {want['bytes']}"
+        if _sha256(path) != want["sha256"]:
+            return f"is corrupt: {name} does not match its checksum"
+    return None
+
+
+def _position_format(step_dir: pathlib.Path) -> int:
+    try:
+        return int(json.loads((step_dir / POSITION_FILE).read_text()).get("format", 1))
+    except Exception:  # noqa: BLE001 - unreadable: a missing manifest means a failed save
+        return MANIFEST_FORMAT
+
+
+def step_dirs(directory) -> list:
+    """The committed step dirs of a checkpoints directory, newest first."""
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted((p for p in directory.iterdir() if p.name.isdigit() and p.is_dir()),
+                  key=lambda p: int(p.name), reverse=True)
+
+
+def latest_intact_step(directory) -> Optional[int]:
+    """The newest step that verifies (or predates manifests), or None."""
+    return next((int(d.name) for d in step_dirs(directory) if not _problem(d)), None)
+
+
+def set_aside_unusable(directory) -> list:
+    """Before a run resumes from `directory`: remove unfinished saves, rename the newest
+    checkpoints that fail verification to `<step>.corrupt` (never deleted), and point
+    `latest` at the newest intact one. Returns one line per action."""
+    directory = pathlib.Path(directory)
+    lines = []
+    for unfinished in sorted(directory.glob(f"*{UNFINISHED_SUFFIX}*")):
+        shutil.rmtree(unfinished, ignore_errors=True)
+        lines.append(f"removed {unfinished.name}, a checkpoint save that did not finish")
+    for step_dir in step_dirs(directory):
+        problem = _problem(step_dir)
+        if not problem:
+            break
+        target = _free_name(directory, step_dir.name + CORRUPT_SUFFIX)
+        step_dir.rename(target)
+        lines.append(f"checkpoint {step_dir} {problem}: moved it to {target.name}")
+    newest = step_dirs(directory)
+    if newest:
+        if not (directory / LATEST).exists() or (directory / LATEST).resolve() != newest[0]:
+            _point_latest(directory, int(newest[0].name))
+    elif (directory / LATEST).is_symlink():
+        (directory / LATEST).unlink()
+    return lines
+
+
+def _free_name(directory: pathlib.Path, name: str) -> pathlib.Path:
+    target, n = directory / name, 1
+    while target.exists():
+        target, n = directory / f"{name}.{n}", n + 1
+    return target
+
+
+def _point_latest(directory: pathlib.Path, step: int) -> None:
+    link, tmp = directory / LATEST, directory / f".{LATEST}.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(str(step))
+    os.replace(tmp, link)  # atomic: `latest` never points at a half-written step
+    _fsync_dir(directory)
+
+
+def _remove_unfinished(directory: pathlib.Path, step: int) -> None:
+    for path in directory.glob(f"{step}{UNFINISHED_SUFFIX}*"):
+        shutil.rmtree(path, ignore_errors=True)
+    step_dir = directory / str(step)
+    if step_dir.is_dir() and not (step_dir / MANIFEST).exists():
+        shutil.rmtree(step_dir, ignore_errors=True)  # committed by orbax, manifest unwritten
+
+
+@contextlib.contextmanager
+def _stderr_held():
+    """Hold what any thread (Python or native) writes to stderr meanwhile, and write it out
+    afterwards unless an exception ends the block: when a write fails, orbax's threads log it
+    and tensorstore's callbacks print tracebacks into its closed event loop, all noise around
+    the one error that the caller reports."""
+    sys.stderr.flush()
+    real = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        else:
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(real, 2)
+            os.close(real)
+            if not failed:
+                held.seek(0)
+                os.write(2, held.read())
+
+
+def _fsync_dir(directory: pathlib.Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_processes(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+# ---- finding and restoring ------------------------------------------------------------------
 
 def resolve(path) -> pathlib.Path:
     """A run workdir, its checkpoints dir, `.../latest` or one step's dir -> that step's dir."""
@@ -107,8 +332,12 @@ def read_config(step_dir) -> Config:
 
 
 def restore_step(step_dir, abstract_state) -> tuple[Any, Config, dict]:
-    """Restore a step directory into the structure, shapes and shardings of `abstract_state`."""
-    step_dir = pathlib.Path(step_dir)
+    """Verify a step directory, then restore it into the structure, shapes and shardings of
+    `abstract_state`. Relative paths are fine (orbax itself wants absolute ones)."""
+    step_dir = pathlib.Path(step_dir).absolute()
+    if not verify(step_dir):
+        print(f"note: checkpoint {step_dir} has no {MANIFEST} (written before checkpoints "
+              "carried one); restoring it unverified", file=sys.stderr)
     config = read_config(step_dir)
     _check_shapes(step_dir, abstract_state)
     try:

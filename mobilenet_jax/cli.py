@@ -1,6 +1,7 @@
 """Command lines generated from the run `Config`, and the one-line way every command fails."""
 import argparse
 import dataclasses
+import errno
 import sys
 import typing
 
@@ -52,6 +53,24 @@ def given_flags(args: argparse.Namespace, names=None) -> dict:
     return {k: v for k, v in vars(args).items()
             if v is not None and k in Config.__dataclass_fields__
             and (names is None or k in names)}
+
+
+def write_error_line(e: Exception, what: str) -> str:
+    """One line for a failure to write the run's files: what failed, why, how to fix it.
+    Looks through the exceptions that libraries (orbax) wrap an OSError in."""
+    cause = e
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    code, text = getattr(cause, "errno", None), str(e)
+    if code == errno.ENOSPC or "No space left" in text:
+        return f"could not {what}: the disk is full; free space or pass --workdir on another disk"
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM) or "Read-only file system" in text:
+        return f"could not {what}: it is read-only or not writable; pass a writable --workdir"
+    if code == errno.ENOENT or "No such file" in text:
+        return (f"could not {what}: its directory does not exist (or vanished); pass a "
+                "writable --workdir")
+    reason = " ".join(text.split())[:200] or type(e).__name__
+    return f"could not {what} ({reason}); check the disk and --workdir"
 
 
 def fail(message: str) -> typing.NoReturn:

@@ -103,8 +103,10 @@ class Config:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
     # Fields that may differ when a run is resumed: they steer the run, not what it computes.
-    RUN_CONTROL = ("workdir", "data_dir", "offline", "checkpoint_every", "keep", "max_steps",
-                   "progress", "distributed", "kernels")
+    # Run control applies to the invocation that passes it (else the default); where the
+    # run and its data live is kept from the stored config unless passed again.
+    RUN_CONTROL = ("checkpoint_every", "keep", "max_steps", "progress", "distributed", "kernels")
+    LOCATIONS = ("workdir", "data_dir", "offline")
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)

@@ -73,17 +73,20 @@ class StopRequest:
 # ---- the loop -------------------------------------------------------------------------------
 
 def resolve_run_config(given: dict, workdir: pathlib.Path) -> Config:
-    """The flags given, or, when the workdir holds a run, that run's config (resume)."""
+    """The flags given, or, when the workdir holds a run, that run's config (resume) with the
+    run-control flags of this invocation (defaults where not passed)."""
     saved_path = workdir / "config.json"
     if not (saved_path.exists() and (workdir / "checkpoints" / ckpt_lib.LATEST).exists()):
         return Config().replace(**given)
     saved = load_json(saved_path)
+    may_differ = Config.RUN_CONTROL + Config.LOCATIONS
     for name, value in given.items():
-        if name not in Config.RUN_CONTROL and getattr(saved, name) != value:
+        if name not in may_differ and getattr(saved, name) != value:
             raise ValueError(f"{workdir} holds a run with {name}={getattr(saved, name)!r} but "
                              f"{name}={value!r} was passed; drop the flag to resume that run or "
                              "pass another --workdir for a new one")
-    return saved.replace(**{k: v for k, v in given.items() if k in Config.RUN_CONTROL})
+    control = {name: given.get(name, getattr(Config(), name)) for name in Config.RUN_CONTROL}
+    return saved.replace(**control, **{k: v for k, v in given.items() if k in Config.LOCATIONS})
 
 
 def train(config: Config) -> dict:
@@ -103,7 +106,7 @@ def train(config: Config) -> dict:
 
     training = steps.build(config, steps_per_epoch)
     checkpoints = ckpt_lib.Checkpoints(workdir / "checkpoints", config.keep,
-                                       keep_best=val_split is not None)
+                                       keep_best=val_split is not None, say=say)
     base_rng = jax.random.key(config.seed)
     if checkpoints.latest_step() is not None:
         step = checkpoints.latest_step()
@@ -114,6 +117,11 @@ def train(config: Config) -> dict:
         state = training.new_state(base_rng, devices)
     if main_process:
         save_json(config, workdir / "config.json")
+    if config.max_steps is not None and int(state.step) >= config.max_steps:
+        checkpoints.close()
+        say(f"the run is at step {int(state.step)}, which --max-steps {config.max_steps} does "
+            "not pass: nothing to train (drop the flag or raise it to go on)")
+        return {"step": int(state.step), "stopped": True}
 
     jitted = training.jit_steps(devices)
     log = MetricsLog(workdir, main_process)
@@ -218,6 +226,8 @@ def main(argv=None):
         train(config)
     except (ValueError, data.DataError, ckpt_lib.CheckpointError, TrainingStopped) as e:
         cli.fail(str(e))
+    except OSError as e:  # the workdir, config.json, metrics or events cannot be written
+        cli.fail(cli.write_error_line(e, f"write {e.filename or given.get('workdir', '.')}"))
 
 
 if __name__ == "__main__":

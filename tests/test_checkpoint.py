@@ -1,5 +1,8 @@
 """Checkpoint paths, retention, the `latest` link, and the errors for bad checkpoints."""
 import json
+import pathlib
+import re
+import shutil
 import subprocess
 import sys
 
@@ -60,13 +63,26 @@ def test_missing_and_empty_paths_are_checkpoint_errors(tmp_path):
         ckpt_lib.resolve(tmp_path)
 
 
-def test_corrupt_checkpoint_is_a_checkpoint_error(tmp_path):
+def unverified(step_dir):
+    """The checkpoint as written before manifests existed (no manifest, no format mark)."""
+    (step_dir / ckpt_lib.MANIFEST).unlink()
+    position = json.loads((step_dir / ckpt_lib.POSITION_FILE).read_text())
+    del position["format"]
+    (step_dir / ckpt_lib.POSITION_FILE).write_text(json.dumps(position))
+
+
+@pytest.mark.parametrize("manifest", [True, False])
+def test_corrupt_checkpoint_is_a_checkpoint_error(tmp_path, manifest):
+    """Garbage arrays: refused by the manifest, or (without one) by orbax's own checks."""
     save_steps(tmp_path / "checkpoints", [1])
     step_dir = tmp_path / "checkpoints" / "1"
+    if not manifest:
+        unverified(step_dir)
     for f in (step_dir / "state").rglob("*"):
         if f.is_file():
             f.write_bytes(b"garbage")
-    with pytest.raises(ckpt_lib.CheckpointError, match="cannot be restored|unreadable"):
+    match = "is corrupt: state/" if manifest else "cannot be restored|unreadable"
+    with pytest.raises(ckpt_lib.CheckpointError, match=match):
         load_state(step_dir)
 
 
@@ -75,11 +91,15 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     step_dir = tmp_path / "checkpoints" / "1"
     with pytest.raises(ckpt_lib.CheckpointError, match="width_multiplier=0.1.*0.25"):
         load_state(step_dir, {"width_multiplier": 0.25})
-    # a checkpoint whose stored config was altered no longer fits its arrays
+    # a checkpoint whose stored config was altered no longer fits its arrays: refused as
+    # corrupt, and, with a manifest written for the altered files, by comparing shapes
     config_file = step_dir / "config" / "metadata"  # the JsonSave file
     config = json.loads(config_file.read_text())
     config["width_multiplier"] = 0.25
     config_file.write_text(json.dumps(config))
+    with pytest.raises(ckpt_lib.CheckpointError, match="is corrupt: config/metadata"):
+        load_state(step_dir)
+    ckpt_lib.write_manifest(step_dir)
     with pytest.raises(ckpt_lib.CheckpointError, match="other names or shapes"):
         load_state(step_dir)
 
@@ -95,6 +115,7 @@ def test_free_flags_may_differ(tmp_path):
 def test_checkpoint_with_a_depthwise_config_restores(tmp_path, depthwise, kernels):
     """Configs stored before the kernel policy named the formulation `depthwise`."""
     save_steps(tmp_path / "checkpoints", [1])
+    unverified(tmp_path / "checkpoints" / "1")  # such checkpoints carry no manifest
     config_file = tmp_path / "checkpoints" / "1" / "config" / "metadata"
     stored = json.loads(config_file.read_text())
     del stored["kernels"]
@@ -116,3 +137,121 @@ def test_read_config_starts_no_backend(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "checkpoints" / "1")],
                          check=True, capture_output=True, text=True).stdout
     assert out.split() == [str(CONFIG.width_multiplier), "reference", "False"]
+
+
+# ---- integrity ------------------------------------------------------------------------------
+
+def flip_bit(path, offset=None):
+    data = bytearray(path.read_bytes())
+    i = len(data) // 2 if offset is None else offset
+    data[i] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_bit_in_any_file_is_refused_with_its_name(tmp_path):
+    save_steps(tmp_path / "checkpoints", [1])
+    good = tmp_path / "checkpoints" / "1"
+    files = sorted(p.relative_to(good) for p in good.rglob("*") if p.is_file())
+    assert len(files) >= 10 and pathlib.Path(ckpt_lib.MANIFEST) in files
+    for name in files:
+        bad = tmp_path / f"bad_{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(good, bad)
+        flip_bit(bad / name)
+        # a bit of the manifest itself spoils its JSON or one file's recorded checksum
+        expected = ("corrupt|manifest" if name.name == ckpt_lib.MANIFEST
+                    else f"corrupt: {re.escape(str(name))} ")
+        with pytest.raises(ckpt_lib.CheckpointError, match=expected):
+            load_state(bad)
+    assert ckpt_lib.verify(good) and load_state(good)[2]["step"] == 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "remove", "no_manifest"])
+def test_truncated_removed_and_unfinished_checkpoints_are_refused(tmp_path, damage):
+    save_steps(tmp_path / "checkpoints", [1])
+    step_dir = tmp_path / "checkpoints" / "1"
+    victim = max((p for p in step_dir.rglob("*") if p.is_file() and p.name != ckpt_lib.MANIFEST),
+                 key=lambda p: p.stat().st_size)
+    if damage == "truncate":
+        victim.write_bytes(victim.read_bytes()[:-1])
+        match = "bytes, not"
+    elif damage == "remove":
+        victim.unlink()
+        match = "is missing"
+    else:  # orbax committed the step, the manifest was never written
+        (step_dir / ckpt_lib.MANIFEST).unlink()
+        match = "incomplete"
+    with pytest.raises(ckpt_lib.CheckpointError, match=match):
+        load_state(step_dir)
+
+
+def test_a_checkpoint_without_manifest_format_restores_unverified(tmp_path, capsys):
+    """Checkpoints written before manifests existed still restore, saying so."""
+    save_steps(tmp_path / "checkpoints", [1])
+    step_dir = tmp_path / "checkpoints" / "1"
+    unverified(step_dir)
+    assert load_state(step_dir)[2]["step"] == 1
+    assert "restoring it unverified" in capsys.readouterr().err
+
+
+def test_opening_sets_aside_corrupt_newest_and_unfinished_saves(tmp_path):
+    directory = tmp_path / "checkpoints"
+    save_steps(directory, [1, 2, 3], keep=3)
+    flip_bit(directory / "3" / "state" / "_METADATA")
+    (directory / "2" / ckpt_lib.MANIFEST).unlink()
+    (directory / "4.orbax-checkpoint-tmp-123").mkdir()
+    lines = []
+    ckpt_lib.Checkpoints(directory, keep=3, keep_best=False, say=lines.append).close()
+    assert sorted(p.name for p in directory.iterdir()) == \
+        ["1", "2.corrupt", "3.corrupt", "latest"]
+    assert (directory / "latest").resolve().name == "1"
+    assert len(lines) == 3 and "4.orbax-checkpoint-tmp-123" in lines[0]
+    assert "3 is corrupt: state/_METADATA" in lines[1] and "2 is incomplete" in lines[2]
+
+
+def test_relative_paths_restore(tmp_path, monkeypatch):
+    save_steps(tmp_path / "checkpoints", [2])
+    monkeypatch.chdir(tmp_path)
+    state, _, position, _ = load_state("checkpoints/2")
+    assert int(state.step) == 2 and position["step"] == 2
+    assert ckpt_lib.resolve("checkpoints").name == "2"
+
+
+SAVE_FOREVER = """
+import sys, jax
+from mobilenet_jax import Config, checkpoint, steps
+config = Config(width_multiplier=0.1, num_classes=10)
+state = steps.build(config).init_state(jax.random.key(0))
+checkpoints = checkpoint.Checkpoints(sys.argv[1], keep=3, keep_best=False)
+step = checkpoints.latest_step() or 0
+print("ready", flush=True)
+while True:
+    step += 1
+    checkpoints.save(state.replace(step=step), config, {"step": step, "rng": [0, 0]})
+"""
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_process_killed_while_saving_leaves_only_usable_checkpoints(tmp_path, seed):
+    """SIGKILL at a random moment of repeated saves: afterwards every step directory verifies
+    or is set aside when the directory is opened again, and the latest one restores."""
+    import random
+    import signal
+    import time
+    directory = tmp_path / "checkpoints"
+    for kill in range(2):
+        proc = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(directory)],
+                                stdout=subprocess.PIPE, text=True)
+        while proc.stdout.readline().strip() != "ready":  # after lines of what was set aside
+            assert proc.poll() is None
+        time.sleep(random.Random(seed * 10 + kill).uniform(0.2, 3.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    lines = []
+    ckpt_lib.Checkpoints(directory, keep=3, keep_best=False, say=lines.append).close()
+    remaining = ckpt_lib.step_dirs(directory)
+    assert remaining, lines
+    for step_dir in remaining:
+        assert ckpt_lib.verify(step_dir), step_dir
+    assert not list(directory.glob("*orbax-checkpoint-tmp*"))
+    latest = ckpt_lib.resolve(directory)
+    assert latest == remaining[0] and load_state(latest)[2]["step"] == int(latest.name)

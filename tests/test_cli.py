@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from mobilenet_jax import checkpoint as ckpt_lib
+
 # This recipe, then evaluate on the test split, reached 56.2% and 59.8% test top-1 on the 6
 # classes with seeds 0 and 1 (the dev VM, when this test was written). Chance is 1/6 = 16.7%;
 # 40% leaves a wide margin for run-to-run noise while still failing for a model that does not
@@ -63,6 +65,17 @@ def test_train_then_evaluate_latest_beats_chance(trained_run):
     assert "lawn_mower" in result.stdout and f"{report['top1']:.4f}" in result.stdout
 
 
+def test_commands_start_quietly(trained_run):
+    """No TensorFlow start-up banner (absl, CPU-feature or oneDNN lines) on stderr, also when
+    the user has not set TF_CPP_MIN_LOG_LEVEL."""
+    cwd, _ = trained_run
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = run(["mobilenet_jax.evaluate", "--ckpt", "."], cwd, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for banner in ("absl::InitializeLog", "cpu_feature_guard", "oneDNN"):
+        assert banner not in result.stderr, result.stderr
+
+
 def test_evaluate_refuses_mismatched_architecture(trained_run):
     cwd, _ = trained_run
     result = run(["mobilenet_jax.evaluate", "--ckpt", ".", "--alpha", "0.5"], cwd)
@@ -83,6 +96,11 @@ def test_evaluate_missing_and_corrupt_checkpoints(trained_run, tmp_path):
         if f.is_file():
             f.write_bytes(b"\0garbage")
     assert_one_line_error(run(["mobilenet_jax.evaluate", "--ckpt", str(broken)], tmp_path),
+                          "is corrupt: state/")
+    (broken / ckpt_lib.MANIFEST).unlink()  # as written before manifests: orbax finds it out
+    position = json.loads((broken / ckpt_lib.POSITION_FILE).read_text())
+    (broken / ckpt_lib.POSITION_FILE).write_text(json.dumps({**position, "format": 1}))
+    assert_one_line_error(run(["mobilenet_jax.evaluate", "--ckpt", str(broken)], tmp_path),
                           "cannot be restored")
     # A stored config that no longer fits the arrays: refused before orbax reads any of them
     # (a restore refused half-way used to print tracebacks as the process exited).
@@ -91,6 +109,9 @@ def test_evaluate_missing_and_corrupt_checkpoints(trained_run, tmp_path):
     config_file = altered / "config" / "metadata"
     config_file.write_text(config_file.read_text().replace('"width_multiplier": 0.25',
                                                            '"width_multiplier": 0.5'))
+    assert_one_line_error(run(["mobilenet_jax.evaluate", "--ckpt", str(altered)], tmp_path),
+                          "is corrupt: config/metadata")
+    ckpt_lib.write_manifest(altered)  # consistent files, wrong architecture
     assert_one_line_error(run(["mobilenet_jax.evaluate", "--ckpt", str(altered)], tmp_path),
                           "other names or shapes")
 
@@ -136,3 +157,46 @@ def test_help_lists_the_config_flags(tmp_path):
     for flag in ("--alpha", "--block", "--stem-stride", "--optimizer", "--schedule",
                  "--label-smoothing", "--workdir", "--max-steps", "--no-augment"):
         assert flag in result.stdout
+
+
+def test_unwritable_workdir_is_one_line(tmp_path):
+    result = run(["mobilenet_jax.train", "--workdir", "/proc/mobilenet-run", "--offline"], tmp_path)
+    assert_one_line_error(result, "/proc/mobilenet-run", "--workdir")
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A real tmpfs of a given size (needs root and mount rights; skipped where missing)."""
+    mounted = []
+
+    def make(size):
+        where = tmp_path / f"fs{len(mounted)}"
+        where.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                                 str(where)], capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here ({result.stderr.strip()[:100]}): "
+                        "the disk-full tests need root and mount rights")
+        mounted.append(where)
+        return where
+    yield make
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@pytest.mark.parametrize("size,saved_before", [("1200k", 1), ("200k", 0)])
+def test_disk_full_while_saving_is_one_line_and_keeps_the_last_checkpoint(
+        subset_dir, small_filesystem, size, saved_before):
+    """A workdir on a filesystem that fills up at the second save (or at the first): exit 2
+    with one line, the checkpoints before it intact and `latest`, nothing half-written."""
+    workdir = small_filesystem(size) / "run"
+    result = run(["mobilenet_jax.train", "--alpha", "0.1", "--batch-size", "32", "--split",
+                  "train[:10%]", "--epochs", "5", "--data-dir", subset_dir, "--offline",
+                  "--no-progress", "--workdir", str(workdir)], workdir.parent)
+    assert_one_line_error(result, "disk is full")
+    checkpoints = workdir / "checkpoints"
+    left = ckpt_lib.step_dirs(checkpoints)
+    assert len(left) == saved_before, [p.name for p in checkpoints.iterdir()]
+    assert not list(checkpoints.glob("*orbax-checkpoint-tmp*"))
+    if saved_before:
+        assert ckpt_lib.verify(left[0]) and (checkpoints / "latest").resolve() == left[0]

@@ -68,3 +68,37 @@ def test_resuming_with_a_different_architecture_is_refused(subset_dir, tmp_path)
         train_lib.resolve_run_config({"width_multiplier": 0.5}, tmp_path)
     same = train_lib.resolve_run_config({"max_steps": 4, "keep": 1}, tmp_path)
     assert same.width_multiplier == 0.1 and same.max_steps == 4 and same.keep == 1
+
+
+def test_resume_falls_back_past_a_corrupt_newest_checkpoint(subset_dir, tmp_path, capsys):
+    """The newest checkpoint corrupted: the rerun sets it aside, resumes from the one before
+    and ends exactly where an uninterrupted run ends."""
+    a, b = tmp_path / "straight", tmp_path / "corrupted"
+    train_lib.train(tiny_config(subset_dir, a, epochs=2))
+    train_lib.train(tiny_config(subset_dir, b, epochs=2, max_steps=12))  # saves 8 and 12
+    state_file = max((p for p in (b / "checkpoints" / "12" / "state").rglob("*") if p.is_file()),
+                     key=lambda p: p.stat().st_size)
+    data = bytearray(state_file.read_bytes())
+    data[len(data) // 2] ^= 1
+    state_file.write_bytes(bytes(data))
+    capsys.readouterr()
+    train_lib.train(tiny_config(subset_dir, b, epochs=2))
+    out = capsys.readouterr().out
+    assert "12 is corrupt" in out and "moved it to 12.corrupt" in out
+    assert "resuming" in out and "from step 8" in out
+    assert (b / "checkpoints" / "12.corrupt").is_dir()
+    (sa, pa), (sb, pb) = restored(a, 16), restored(b, 16)
+    for x, y in zip(jax.tree.leaves((sa.params, sa.batch_stats, sa.opt_state)),
+                    jax.tree.leaves((sb.params, sb.batch_stats, sb.opt_state))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_max_steps_applies_to_the_invocation_that_passes_it(subset_dir, tmp_path, capsys):
+    train_lib.train(tiny_config(subset_dir, tmp_path, max_steps=4))
+    again = train_lib.resolve_run_config({"max_steps": 4}, tmp_path)
+    assert train_lib.train(again) == {"step": 4, "stopped": True}  # no fifth step
+    assert "nothing to train" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["4", "latest"]
+    without = train_lib.resolve_run_config({}, tmp_path)
+    assert without.max_steps is None and without.keep == Config().keep  # not the stored 2
+    assert train_lib.train(without.replace(max_steps=6))["step"] == 6
