@@ -18,6 +18,8 @@ import pathlib
 import shutil
 import sys
 import tempfile
+import time
+import warnings
 from typing import Any, Callable, Optional
 
 import jax
@@ -93,9 +95,7 @@ class Checkpoints:
                 write_manifest(step_dir)
                 _point_latest(self.directory, step)
         except Exception as e:  # orbax wraps the OSError in errors of its own
-            # Its write tasks that failed too are only collected at exit, where asyncio
-            # would print each one's traceback after this error's line.
-            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+            _quiet_failed_tasks()
             if jax.process_index() == 0:
                 _remove_unfinished(self.directory, step)
             last = latest_intact_step(self.directory)
@@ -248,12 +248,17 @@ def _remove_unfinished(directory: pathlib.Path, step: int) -> None:
         shutil.rmtree(step_dir, ignore_errors=True)  # committed by orbax, manifest unwritten
 
 
+# After a failed orbax call, how long its reads and writes still in flight get to finish
+# (their callbacks print tracebacks into orbax's closed event loop) before stderr returns.
+SETTLE_S = 1.0
+
+
 @contextlib.contextmanager
 def _stderr_held():
     """Hold what any thread (Python or native) writes to stderr meanwhile, and write it out
-    afterwards unless an exception ends the block: when a write fails, orbax's threads log it
-    and tensorstore's callbacks print tracebacks into its closed event loop, all noise around
-    the one error that the caller reports."""
+    afterwards unless an exception ends the block: when a read or write fails, orbax's threads
+    log it and tensorstore's callbacks print tracebacks into its closed event loop, all noise
+    around the one error that the caller reports."""
     sys.stderr.flush()
     real = os.dup(2)
     with tempfile.TemporaryFile() as held:
@@ -262,6 +267,7 @@ def _stderr_held():
             yield
         except BaseException:
             failed = True
+            time.sleep(SETTLE_S)
             raise
         else:
             failed = False
@@ -272,6 +278,24 @@ def _stderr_held():
             if not failed:
                 held.seek(0)
                 os.write(2, held.read())
+
+
+def _quiet_failed_tasks():
+    """After a failed orbax save or restore: its other tasks and coroutines that failed too
+    are collected only at exit, where asyncio and Python would print each one's traceback
+    after the error's line. Other unraisable errors are still reported."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", "coroutine '.*' was never awaited", RuntimeWarning)
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_orbax", False):
+        return
+
+    def hook(unraisable):
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is None or "orbax" not in code.co_filename:
+            previous(unraisable)
+    hook.drops_orbax = True
+    sys.unraisablehook = hook
 
 
 def _fsync_dir(directory: pathlib.Path) -> None:
@@ -339,24 +363,25 @@ def restore_step(step_dir, abstract_state) -> tuple[Any, Config, dict]:
         print(f"note: checkpoint {step_dir} has no {MANIFEST} (written before checkpoints "
               "carried one); restoring it unverified", file=sys.stderr)
     config = read_config(step_dir)
-    _check_shapes(step_dir, abstract_state)
     try:
-        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-            restored = checkpointer.restore(step_dir, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), position=ocp.args.JsonRestore()))
+        with _stderr_held():  # a failure is reported once, in the error raised below
+            _check_shapes(step_dir, abstract_state)
+            with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+                restored = checkpointer.restore(step_dir, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    position=ocp.args.JsonRestore()))
+    except CheckpointError:
+        raise
     except Exception as e:
+        _quiet_failed_tasks()
         raise _corrupt(step_dir, e) from None
     return restored["state"], config, restored["position"]
 
 
 def _check_shapes(step_dir, abstract_state):
     """Compare the stored arrays' names and shapes (orbax metadata) with the model's, before
-    restoring: an orbax restore refused half-way leaves its reads running, and they print
-    tracebacks when the process exits."""
-    try:
-        stored = _named_shapes(ocp.StandardCheckpointHandler().metadata(step_dir / "state"))
-    except Exception as e:
-        raise _corrupt(step_dir, e) from None
+    restoring: an orbax restore refused half-way leaves its reads running."""
+    stored = _named_shapes(ocp.StandardCheckpointHandler().metadata(step_dir / "state"))
     if stored != _named_shapes(abstract_state):
         raise CheckpointError(f"checkpoint {step_dir} holds arrays of other names or shapes than "
                               "the model built from its config: it is corrupt or of another "
