@@ -179,10 +179,10 @@ def small_filesystem(tmp_path):
     """A real tmpfs of a given size (needs root and mount rights; skipped where missing)."""
     mounted = []
 
-    def make(size):
+    def make(size, options=""):
         where = tmp_path / f"fs{len(mounted)}"
         where.mkdir()
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}{options}", "tmpfs",
                                  str(where)], capture_output=True, text=True)
         if result.returncode != 0:
             pytest.skip(f"cannot mount a small tmpfs here ({result.stderr.strip()[:100]}): "
@@ -210,3 +210,10 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_last_checkpoint(
     assert not list(checkpoints.glob("*orbax-checkpoint-tmp*"))
     if saved_before:
         assert ckpt_lib.verify(left[0]) and (checkpoints / "latest").resolve() == left[0]
+
+
+def test_read_only_workdir_is_one_line(subset_dir, small_filesystem):
+    read_only = small_filesystem("1m", ",ro")
+    result = run(["mobilenet_jax.train", "--alpha", "0.1", "--data-dir", subset_dir, "--offline",
+                  "--workdir", str(read_only / "run")], read_only.parent)
+    assert_one_line_error(result, "read-only or not writable", str(read_only / "run"))
