@@ -15,6 +15,10 @@ from mobilenet_jax.evaluate import load_state
 from tests.conftest import REPO
 
 COMPARE_STEPS = REPO / "experiments" / "device_count" / "compare_steps.py"
+# Its measure of how far two results of a step differ (`relative_difference`) is the tests'.
+_spec = importlib.util.spec_from_file_location("compare_steps", COMPARE_STEPS)
+compare_steps = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(compare_steps)
 
 EIGHT_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 # How far two results of the same step may differ, as a fraction of what the step changed
@@ -82,9 +86,6 @@ def assert_same_step(a_dir, b_dir, start_dir=None):
     start = (load_state(start_dir)[0] if start_dir
              else steps.build(config).init_state(jax.random.key(config.seed)))
     assert int(a.step) == int(b.step) == int(start.step) + 1 and a_position == b_position
-    spec = importlib.util.spec_from_file_location("compare_steps", COMPARE_STEPS)
-    compare_steps = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare_steps)
     for name, difference in compare_steps.relative_difference(a, b, start).items():
         assert difference <= FRACTION[name], (name, difference)
 
