@@ -162,9 +162,8 @@ def bench_pipeline(config, devices, batch, res, timing) -> dict:
     stem, so this is an upper bound), and on the host, `data.train_batches` (gather) plus
     `make_array_from_process_local_data`. Both timed directly: the difference of two step
     medians is below this machine's run-to-run noise."""
-    prepare = jax.jit(lambda images, key: data.normalize(
-        data.augment(images, key) if config.augment else images, config.resolution,
-        jnp.dtype(config.dtype)))
+    prepare = jax.jit(lambda images, key: steps.normalize(
+        data.augment(images, key) if config.augment else images, config))
     key = jax.random.key(2)
     on_device = time_steps(lambda: prepare(batch["image"], key), jax.block_until_ready,
                            **timing)["median_step_s"]
@@ -200,8 +199,7 @@ def bench_infer(config: Config, batch_size: int, timing: dict) -> dict:
     local = synthetic_batch(batch_size, config.num_classes)
     local["mask"] = np.ones((batch_size,), np.float32)
     batch = devices.global_batch(local)
-    images = jax.jit(lambda x: data.normalize(x, config.resolution, jnp.dtype(config.dtype)))(
-        batch["image"])
+    images = jax.jit(lambda x: steps.normalize(x, config))(batch["image"])
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     forward = jax.jit(lambda v, x: state.apply_fn(v, x, train=False))
     t = time.perf_counter()

@@ -9,7 +9,6 @@ is written into it atomically, and every restore verifies it first. A run that s
 aside (`<step>.corrupt`) the newest checkpoints that fail verification, removes unfinished
 saves, and resumes from the newest intact one.
 """
-import contextlib
 import hashlib
 import json
 import logging
@@ -17,8 +16,6 @@ import os
 import pathlib
 import shutil
 import sys
-import tempfile
-import time
 import warnings
 from typing import Any, Callable, Optional
 
@@ -84,7 +81,7 @@ class Checkpoints:
         step = int(state.step)
         step_dir = self.directory / str(step)
         try:
-            with _stderr_held():  # a failure is reported once, in the line below
+            with cli.stderr_held(SETTLE_S):  # a failure is reported once, in the line below
                 self.manager.save(step, args=ocp.args.Composite(
                     state=ocp.args.StandardSave(state),
                     config=ocp.args.JsonSave(config.to_dict()),
@@ -253,33 +250,6 @@ def _remove_unfinished(directory: pathlib.Path, step: int) -> None:
 SETTLE_S = 1.0
 
 
-@contextlib.contextmanager
-def _stderr_held():
-    """Hold what any thread (Python or native) writes to stderr meanwhile, and write it out
-    afterwards unless an exception ends the block: when a read or write fails, orbax's threads
-    log it and tensorstore's callbacks print tracebacks into its closed event loop, all noise
-    around the one error that the caller reports."""
-    sys.stderr.flush()
-    real = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            failed = True
-            time.sleep(SETTLE_S)
-            raise
-        else:
-            failed = False
-        finally:
-            sys.stderr.flush()
-            os.dup2(real, 2)
-            os.close(real)
-            if not failed:
-                held.seek(0)
-                os.write(2, held.read())
-
-
 def _quiet_failed_tasks():
     """After a failed orbax save or restore: its other tasks and coroutines that failed too
     are collected only at exit, where asyncio and Python would print each one's traceback
@@ -351,6 +321,7 @@ def read_config(step_dir) -> Config:
     try:
         return Config.from_dict(json.loads((step_dir / CONFIG_FILE).read_text()))
     except Exception as e:
+        verify(step_dir)  # a damaged file is named, rather than what it broke
         raise CheckpointError(f"checkpoint {step_dir} is unreadable (its config: "
                               f"{_short(e)}); use another checkpoint") from None
 
@@ -364,7 +335,7 @@ def restore_step(step_dir, abstract_state) -> tuple[Any, Config, dict]:
               "carried one); restoring it unverified", file=sys.stderr)
     config = read_config(step_dir)
     try:
-        with _stderr_held():  # a failure is reported once, in the error raised below
+        with cli.stderr_held(SETTLE_S):  # a failure is reported once, in the error raised below
             _check_shapes(step_dir, abstract_state)
             with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
                 restored = checkpointer.restore(step_dir, args=ocp.args.Composite(

@@ -8,6 +8,7 @@ import json
 import math
 from typing import Optional
 
+from mobilenet_jax.data import CIFAR100_MEAN, CIFAR100_STD
 from mobilenet_jax.layers import KERNEL_CHOICES, resolve_kernels
 from mobilenet_jax.model import BLOCK_TYPES, check_model_args
 
@@ -19,9 +20,11 @@ REFERENCE_BATCH_SIZE = 128  # `lr` is the learning rate at this global batch siz
 LEGACY_DEPTHWISE = {"xla": "reference", "slices": "cpu", "vjp": "cpu", "auto": "auto"}
 
 
-def field(default, help, choices=None, flags=None):
-    return dataclasses.field(default=default,
-                             metadata={"help": help, "choices": choices, "flags": flags})
+def field(default, help, choices=None, flags=None, from_data=False):
+    """A Config field; `from_data` ones are read from the dataset when training starts, not
+    taken as flags."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices,
+                                                        "flags": flags, "from_data": from_data})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +55,11 @@ class Config:
                                 "(fixed by the seed); 0 disables validation")
     resolution: int = field(32, "input resolution NxN (the paper's resolution multiplier is N/32)")
     augment: bool = field(True, "random crop (4-pixel padding) and horizontal flip in training")
+    class_names: tuple = field((), "the dataset's class names, by label", from_data=True)
+    mean: tuple = field(CIFAR100_MEAN, "per-channel mean of the training images (pixels in "
+                        "[0, 1]) that inputs are standardised with", from_data=True)
+    std: tuple = field(CIFAR100_STD, "per-channel standard deviation of the training images",
+                       from_data=True)
     # --- optimisation ------------------------------------------------------------------------
     epochs: int = field(200, "number of training epochs")
     batch_size: int = field(128, "global batch size, over all devices and hosts")
@@ -98,6 +106,13 @@ class Config:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ValueError(f"the dataset has {len(self.class_names)} classes but num_classes "
+                             f"is {self.num_classes}; drop --num-classes or pass "
+                             f"--num-classes {len(self.class_names)}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean and std need 3 channels and std > 0, got {self.mean}, "
+                             f"{self.std}")
         for name in ("lr", "warmup_epochs", "momentum", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
@@ -121,6 +136,9 @@ class Config:
             depthwise = d.pop("depthwise")
             d["kernels"] = LEGACY_DEPTHWISE.get(depthwise, depthwise)
         names = {f.name for f in dataclasses.fields(cls)}
+        for name in ("class_names", "mean", "std"):  # JSON stores tuples as lists
+            if isinstance(d.get(name), list):
+                d[name] = tuple(d[name])
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown configuration keys {unknown}")
@@ -131,6 +149,10 @@ class Config:
         return dict(num_classes=self.num_classes, width_multiplier=self.width_multiplier,
                     block=self.block, stem_stride=self.stem_stride, dropout=self.dropout,
                     dtype=self.dtype, kernels=resolve_kernels(self.kernels, backend))
+
+    def label_names(self) -> tuple:
+        """The class names, or the label numbers where the dataset named none."""
+        return self.class_names or tuple(str(c) for c in range(self.num_classes))
 
     def scaled_lr(self) -> float:
         return self.lr * self.batch_size / REFERENCE_BATCH_SIZE

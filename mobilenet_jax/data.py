@@ -117,13 +117,14 @@ def eval_batches(split: Split, batch_size: int, process_index: int = 0,
 
 # ---- on-device preprocessing (called inside jit) ----------------------------------------------
 
-def normalize(images_uint8: jax.Array, resolution: int, dtype=jnp.float32) -> jax.Array:
+def normalize(images_uint8: jax.Array, resolution: int, mean=CIFAR100_MEAN, std=CIFAR100_STD,
+              dtype=jnp.float32) -> jax.Array:
     """uint8 NHWC -> float, resized to resolution x resolution, standardised per channel."""
     x = images_uint8.astype(jnp.float32) / 255.0
     n, h, w, c = x.shape
     if (h, w) != (resolution, resolution):
         x = jax.image.resize(x, (n, resolution, resolution, c), method="bilinear")
-    x = (x - jnp.asarray(CIFAR100_MEAN)) / jnp.asarray(CIFAR100_STD)
+    x = (x - jnp.asarray(mean)) / jnp.asarray(std)
     return x.astype(dtype)
 
 

@@ -82,7 +82,7 @@ def evaluate(step_dir, split: str = "test", data_dir=None, offline: bool = False
     sums = evaluate_split(state, dataset, batch_size, devices, step_fn, config.num_classes)
     per_class_correct, per_class_count = sums["per_class_correct"], sums["per_class_count"]
     n = sums["count"]
-    names = dataset.class_names or tuple(str(i) for i in range(config.num_classes))
+    names = dataset.class_names or config.label_names()
     return {"checkpoint": str(step_dir), "step": position["step"], "split": split,
             "examples": int(n), "top1": sums["top1"] / n, "top5": sums["top5"] / n,
             "loss": sums["loss"] / n,

@@ -71,6 +71,12 @@ def cross_entropy(logits, labels, num_classes, label_smoothing=0.0):
     return optax.softmax_cross_entropy(logits, targets)
 
 
+def normalize(images_uint8: jax.Array, config: Config) -> jax.Array:
+    """The network's input: images resized and standardised as the run's config says."""
+    return data.normalize(images_uint8, config.resolution, config.mean, config.std,
+                          jnp.dtype(config.dtype))
+
+
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: Config,
                schedule: optax.Schedule):
     """One SGD step. Returns the new state and the batch's summed metrics (and the lr)."""
@@ -79,7 +85,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: Config
     images = batch["image"]
     if config.augment:
         images = data.augment(images, augment_rng)
-    images = data.normalize(images, config.resolution, jnp.dtype(config.dtype))
+    images = normalize(images, config)
 
     def loss_fn(params):
         logits, updates = state.apply_fn(
@@ -97,7 +103,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: Config
 
 def eval_step(state: TrainState, batch: dict, *, config: Config):
     """Summed metrics of a (masked) batch, and whether each example's top-1 is right."""
-    images = data.normalize(batch["image"], config.resolution, jnp.dtype(config.dtype))
+    images = normalize(batch["image"], config)
     logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, images,
                             train=False)
     losses = cross_entropy(logits, batch["label"], config.num_classes)

@@ -89,6 +89,17 @@ def resolve_run_config(given: dict, workdir: pathlib.Path) -> Config:
     return saved.replace(**control, **{k: v for k, v in given.items() if k in Config.LOCATIONS})
 
 
+def with_class_names(config: Config, names: tuple) -> Config:
+    """The config with the dataset's class names, which later commands (predict, export) show."""
+    if not names or config.class_names == names:
+        return config
+    if config.class_names:
+        raise ValueError(f"{config.workdir} holds a run trained on classes "
+                         f"{list(config.class_names)[:5]}..., but {config.dataset!r} has "
+                         f"{list(names)[:5]}...; pass another --workdir for a new run")
+    return config.replace(class_names=names)
+
+
 def train(config: Config) -> dict:
     """Train (or resume) the run of `config` in config.workdir. Returns the final metrics."""
     workdir = pathlib.Path(config.workdir)
@@ -97,6 +108,7 @@ def train(config: Config) -> dict:
     say = print if main_process else (lambda *a, **k: None)
 
     train_split = data.load(config.dataset, config.split, config.data_dir, config.offline)
+    config = with_class_names(config, train_split.class_names)
     train_split, val_split = data.split_validation(train_split, config.val_fraction, config.seed)
     steps_per_epoch = len(train_split) // config.batch_size
     if steps_per_epoch == 0:

@@ -36,5 +36,28 @@ def test_every_field_is_a_flag_and_given_flags_are_told_from_defaults():
     args = parser.parse_args(["--alpha", "0.5", "--kernels", "cpu", "--no-augment"])
     assert cli.given_flags(args) == {"width_multiplier": 0.5, "kernels": "cpu",
                                      "augment": False}
-    assert set(vars(args)) == {f.name for f in dataclasses.fields(Config)}
+    assert set(vars(args)) == {f.name for f in dataclasses.fields(Config)
+                               if not f.metadata["from_data"]}
+    assert not {"class_names", "mean", "std"} & set(vars(args))  # read from the data
     assert cli.given_flags(args, names=("kernels",)) == {"kernels": "cpu"}
+
+
+def test_dataset_facts_round_trip_and_are_checked(tmp_path):
+    names = tuple(f"c{i}" for i in range(3))
+    config = Config(num_classes=3, class_names=names, mean=(0.1, 0.2, 0.3), std=(1, 2, 3))
+    save_json(config, tmp_path / "config.json")
+    loaded = load_json(tmp_path / "config.json")
+    assert loaded == config and isinstance(loaded.class_names, tuple) and hash(loaded)
+    assert loaded.label_names() == names and Config(num_classes=2).label_names() == ("0", "1")
+    with pytest.raises(ValueError, match="--num-classes 3"):
+        Config(num_classes=100, class_names=names)
+    with pytest.raises(ValueError, match="std"):
+        Config(std=(0.2, 0.0, 0.3))
+
+
+def test_configs_written_before_dataset_facts_load_with_cifar100_normalisation():
+    stored = {k: v for k, v in Config().to_dict().items()
+              if k not in ("class_names", "mean", "std")}
+    config = Config.from_dict(stored)
+    assert config.class_names == () and config.mean == (0.5071, 0.4865, 0.4409)
+    assert config.std == (0.2673, 0.2564, 0.2762)

@@ -38,6 +38,8 @@ def test_normalisation_hand_computed():
     expected = (np.array([0, 1, 128 / 255]) - mean) / std
     np.testing.assert_allclose(out, expected, rtol=1e-6)
     assert out[0] == pytest.approx(-0.5071 / 0.2673, rel=1e-6)
+    own = np.asarray(data.normalize(pixels, 1, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0)))
+    np.testing.assert_allclose(own[0, 0, 0], [-2.0, 1.0, 128 / 255 - 0.5], atol=1e-6)
 
 
 def test_normalised_real_images_are_roughly_standardised(subset_dir):
@@ -52,7 +54,7 @@ def test_normalised_real_images_are_roughly_standardised(subset_dir):
 def test_resize_follows_resolution():
     images = jnp.zeros((2, 32, 32, 3), jnp.uint8)
     assert data.normalize(images, 48).shape == (2, 48, 48, 3)
-    assert data.normalize(images, 32, jnp.bfloat16).dtype == jnp.bfloat16
+    assert data.normalize(images, 32, dtype=jnp.bfloat16).dtype == jnp.bfloat16
 
 
 def _all_crops_and_flips(image):

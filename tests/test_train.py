@@ -102,3 +102,13 @@ def test_max_steps_applies_to_the_invocation_that_passes_it(subset_dir, tmp_path
     without = train_lib.resolve_run_config({}, tmp_path)
     assert without.max_steps is None and without.keep == Config().keep  # not the stored 2
     assert train_lib.train(without.replace(max_steps=6))["step"] == 6
+
+
+def test_a_run_records_its_class_names_and_keeps_them(subset_dir, tmp_path):
+    config = tiny_config(subset_dir, tmp_path, max_steps=2)
+    train_lib.train(config)
+    _, stored, _, _ = load_state(tmp_path / "checkpoints" / "2")
+    assert len(stored.class_names) == 100 and stored.class_names[6] == "bee"
+    assert train_lib.resolve_run_config({}, tmp_path).class_names == stored.class_names
+    with pytest.raises(ValueError, match="trained on classes"):
+        train_lib.with_class_names(stored, tuple(f"c{i}" for i in range(100)))

@@ -21,7 +21,7 @@ from mobilenet_jax.model import MobileNetV1
 
 def stem_gradient(model, variables, batch, as_argument, dtype=jnp.float32):
     def loss(params, batch):
-        images = data.normalize(batch["image"], 32, dtype)
+        images = data.normalize(batch["image"], 32, dtype=dtype)
         logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
                                 images, train=True, mutable=["batch_stats"])
         return steps.cross_entropy(logits.astype(dtype), batch["label"], 100).mean()
