@@ -9,41 +9,7 @@ import time
 import pytest
 
 from mobilenet_jax import checkpoint as ckpt_lib
-
-# This recipe, then evaluate on the test split, reached 56.2% and 59.8% test top-1 on the 6
-# classes with seeds 0 and 1 (the dev VM, when this test was written). Chance is 1/6 = 16.7%;
-# 40% leaves a wide margin for run-to-run noise while still failing for a model that does not
-# learn.
-E2E_FLAGS = ["--alpha", "0.25", "--epochs", "10", "--batch-size", "64", "--val-fraction", "0",
-             "--offline", "--no-progress"]
-MIN_TEST_TOP1 = 0.40
-
-
-def run(args, cwd, timeout=600, **kw):
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, **kw)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(("error:", "python -m")) and "error" in last
-    for fragment in fragments:
-        assert fragment in last, last
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """A default-workdir run: train in the cwd, then `evaluate --ckpt checkpoints/latest`."""
-    subset = os.environ.get("MOBILENET_JAX_SUBSET_DIR") or str(
-        __import__("conftest").SUBSET_DIR)
-    if not os.path.isdir(os.path.join(subset, "cifar100")):
-        pytest.skip(f"the 6-class CIFAR-100 subset is absent at {subset}")
-    cwd = tmp_path_factory.mktemp("run")
-    result = run(["mobilenet_jax.train", *E2E_FLAGS, "--data-dir", subset], cwd)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return cwd, result
+from conftest import MIN_TEST_TOP1, assert_one_line_error, run
 
 
 def test_train_then_evaluate_latest_beats_chance(trained_run):
