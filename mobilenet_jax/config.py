@@ -46,7 +46,10 @@ class Config:
                          "sliced stem and depthwise convs, 1x1 convs as matmuls), 'auto' (cpu "
                          "on a CPU, reference elsewhere)", KERNEL_CHOICES)
     # --- data --------------------------------------------------------------------------------
-    dataset: str = field("cifar100", "tensorflow-datasets name")
+    dataset: str = field("cifar100", "tensorflow-datasets name of an image classification "
+                         "dataset (features: an image and a class label)")
+    image_folder: Optional[str] = field(None, "train on a folder of images instead: "
+                                        "PATH/train/<class>/*.png|jpg and PATH/test/<class>/*")
     data_dir: Optional[str] = field(None, "TFDS data dir (default: $TFDS_DATA_DIR or "
                                     "~/tensorflow_datasets)")
     offline: bool = field(False, "never try to download the dataset")
@@ -56,6 +59,8 @@ class Config:
     resolution: int = field(32, "input resolution NxN (the paper's resolution multiplier is N/32)")
     augment: bool = field(True, "random crop (4-pixel padding) and horizontal flip in training")
     class_names: tuple = field((), "the dataset's class names, by label", from_data=True)
+    image_size: int = field(32, "side of the stored training images (images of other sizes "
+                            "are centre-cropped and resized to it)", from_data=True)
     mean: tuple = field(CIFAR100_MEAN, "per-channel mean of the training images (pixels in "
                         "[0, 1]) that inputs are standardised with", from_data=True)
     std: tuple = field(CIFAR100_STD, "per-channel standard deviation of the training images",
@@ -75,6 +80,14 @@ class Config:
                                 "parameters and biases are not decayed)")
     label_smoothing: float = field(0.0, "label smoothing of the cross-entropy loss")
     seed: int = field(0, "seed of initialisation, data order, augmentation and dropout")
+    # --- fine-tuning -------------------------------------------------------------------------
+    init_from: Optional[str] = field(None, "start a new run from this checkpoint's parameters "
+                                     "and BatchNorm statistics (a new classifier when the "
+                                     "number of classes differs)")
+    freeze_backbone: bool = field(False, "train the classifier only: the backbone's weights "
+                                  "and BatchNorm statistics stay as they are (with --init-from)")
+    backbone_lr_scale: float = field(1.0, "the backbone's learning rate as a fraction of the "
+                                     "classifier's (e.g. 0.1 when fine-tuning)")
     # --- run control -------------------------------------------------------------------------
     workdir: str = field(".", "run directory: config.json, metrics.jsonl, TensorBoard events and "
                          "checkpoints/ go here; rerunning in it resumes")
@@ -94,7 +107,7 @@ class Config:
                 raise ValueError(f"{f.name} must be one of {choices}, got {value!r}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{f.name} must be a finite number, got {value!r}")
-        positive = ("resolution", "epochs", "batch_size", "checkpoint_every", "keep")
+        positive = ("resolution", "image_size", "epochs", "batch_size", "checkpoint_every", "keep")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -106,6 +119,9 @@ class Config:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.freeze_backbone and self.dropout > 0:
+            raise ValueError("--freeze-backbone runs the backbone in inference mode, where "
+                             "dropout does not apply; drop --dropout")
         if self.class_names and len(self.class_names) != self.num_classes:
             raise ValueError(f"the dataset has {len(self.class_names)} classes but num_classes "
                              f"is {self.num_classes}; drop --num-classes or pass "
@@ -113,7 +129,7 @@ class Config:
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"mean and std need 3 channels and std > 0, got {self.mean}, "
                              f"{self.std}")
-        for name in ("lr", "warmup_epochs", "momentum", "weight_decay"):
+        for name in ("lr", "warmup_epochs", "momentum", "weight_decay", "backbone_lr_scale"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -121,7 +137,7 @@ class Config:
     # Run control applies to the invocation that passes it (else the default); where the
     # run and its data live is kept from the stored config unless passed again.
     RUN_CONTROL = ("checkpoint_every", "keep", "max_steps", "progress", "distributed", "kernels")
-    LOCATIONS = ("workdir", "data_dir", "offline")
+    LOCATIONS = ("workdir", "data_dir", "offline", "image_folder")
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -156,6 +172,10 @@ class Config:
 
     def scaled_lr(self) -> float:
         return self.lr * self.batch_size / REFERENCE_BATCH_SIZE
+
+
+# What a run reads from its data when it starts (and keeps): how to feed its network.
+DATA_FACTS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["from_data"])
 
 
 def save_json(config: Config, path) -> None:

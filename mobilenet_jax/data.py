@@ -1,7 +1,7 @@
-"""CIFAR-100 input pipeline.
+"""Input pipeline: CIFAR-100 by default, any TFDS image classification dataset, or a folder.
 
 TensorFlow (through tensorflow-datasets) only reads the data once, into uint8 numpy arrays
-(CIFAR-100 is ~180 MB). From then on a batch is an index gather on the host (a few hundred KB)
+(CIFAR-100 is ~180 MB; larger datasets are refused before they are read, `check_fits`). From then on a batch is an index gather on the host (a few hundred KB)
 and all per-image work — crop, flip, resize, normalisation — runs inside the jitted train step
 on the device. The order of examples is a function of (seed, epoch) alone, so a resumed or
 re-sharded run sees the same batches.
@@ -42,8 +42,11 @@ def resolve_data_dir(data_dir: Optional[str]) -> str:
                               or "~/tensorflow_datasets")
 
 
-def load(name: str, split: str, data_dir: Optional[str] = None, offline: bool = False) -> Split:
-    """Read a TFDS split into memory. Downloads on first use unless `offline`."""
+def load(name: str, split: str, data_dir: Optional[str] = None, offline: bool = False,
+         size: int = 32) -> Split:
+    """Read a TFDS image classification split into memory (downloading it on first use unless
+    `offline`). Images of a fixed square size are kept as they are; others become squares of
+    side `size` (imagefiles.square_image); grayscale becomes RGB."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow_datasets as tfds  # imported here: only data loading needs TensorFlow
     from absl import logging as absl_logging
@@ -58,9 +61,6 @@ def load(name: str, split: str, data_dir: Optional[str] = None, offline: bool = 
     try:
         dataset, info = tfds.load(name, split=split, data_dir=where, download=not offline,
                                   with_info=True)
-        # Read in large batches and concatenate (batch_size=-1 needs a known cardinality).
-        chunks = list(tfds.as_numpy(dataset.map(lambda ex: (ex["image"], ex["label"])).batch(8192)))
-        names = tuple(info.features["label"].names)
     except Exception as e:  # tfds raises many kinds (absent data, network, split syntax)
         reason = " ".join(str(e).split())[:200] or type(e).__name__
         if offline:
@@ -70,10 +70,89 @@ def load(name: str, split: str, data_dir: Optional[str] = None, offline: bool = 
         raise DataError(f"could not load {name!r} split {split!r} from {where}: {reason}. Check "
                         f"--split and network access, or pass --data-dir DIR holding a prepared "
                         f"TFDS {name} (add --offline to never download)") from None
-    if not chunks:
+    image_key, label_key = _image_and_label(info, name)
+    shape = info.features[image_key].shape
+    fixed = shape[0] is not None and shape[0] == shape[1]
+    side = shape[0] if fixed else size
+    try:
+        count = info.splits[split].num_examples
+    except (KeyError, ValueError):  # no split metadata (tfds's mock data): nothing to check
+        count = 0
+    check_fits(count, side, f"{name!r} split {split!r}")
+    pairs = dataset.map(lambda ex: (ex[image_key], ex[label_key]))
+    if fixed:  # read in large batches and concatenate
+        chunks = list(tfds.as_numpy(pairs.batch(8192)))
+        images = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros((0, side, side, 3))
+        labels = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros((0,))
+        if images.shape[-1] == 1:
+            images = np.repeat(images, 3, axis=-1)
+    else:
+        from mobilenet_jax.imagefiles import square_image
+        read = [(square_image(image, size), label) for image, label in tfds.as_numpy(pairs)]
+        images = np.stack([r[0] for r in read]) if read else np.zeros((0, side, side, 3))
+        labels = np.array([r[1] for r in read])
+    if not len(labels):
         raise DataError(f"split {split!r} of {name!r} in {where} is empty; check --split")
-    return Split(np.concatenate([c[0] for c in chunks]),
-                 np.concatenate([c[1] for c in chunks]).astype(np.int32), names)
+    return Split(images.astype(np.uint8), labels.astype(np.int32),
+                 tuple(info.features[label_key].names))
+
+
+def _image_and_label(info, name: str) -> tuple[str, str]:
+    """The names of the dataset's image feature and class-label feature."""
+    import tensorflow_datasets as tfds
+    features = info.features
+    images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+    labels = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
+    if not images or not labels:
+        raise DataError(f"{name!r} is not an image classification dataset: it needs an image "
+                        f"feature and a class-label feature, and has {dict(features)!r:.200}")
+    return images[0], ("label" if "label" in labels else labels[0])
+
+
+def check_fits(count: int, side: int, what: str) -> None:
+    """Stop, with a line saying what to do, before a dataset that would not fit comfortably
+    in memory as uint8 arrays (more than half of the memory available) is read."""
+    needed = count * side * side * 3
+    available = _available_memory()
+    if available and needed > available / 2:
+        raise DataError(f"{what} holds {count} images: {needed / 2**30:.1f} GiB as {side}x{side} "
+                        f"uint8 arrays, more than half of the {available / 2**30:.1f} GiB of "
+                        "memory available; train on part of it (e.g. --split 'train[:50%]'), "
+                        "at a lower --resolution, or on a machine with more memory")
+
+
+def _available_memory() -> Optional[int]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def load_split(config, split: str, data_dir: Optional[str] = None, offline: bool = False) -> Split:
+    """A split of the run's data: its image folder, or its TFDS dataset."""
+    if config.image_folder:
+        from mobilenet_jax import imagefolder
+        return imagefolder.load(config.image_folder, split, config.resolution,
+                                config.class_names if split != "train" else None)
+    return load(config.dataset, split, data_dir or config.data_dir,
+                offline or config.offline, config.resolution)
+
+
+def channel_statistics(images: np.ndarray) -> tuple[tuple, tuple]:
+    """Per-channel mean and standard deviation of uint8 images, pixels in [0, 1]."""
+    sums, squares, count = np.zeros(3), np.zeros(3), 0
+    for start in range(0, len(images), 4096):
+        chunk = images[start:start + 4096].reshape(-1, 3).astype(np.float64) / 255.0
+        sums += chunk.sum(0)
+        squares += (chunk ** 2).sum(0)
+        count += len(chunk)
+    mean = sums / count
+    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
 def split_validation(train: Split, fraction: float, seed: int) -> tuple[Split, Optional[Split]]:

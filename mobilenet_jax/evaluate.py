@@ -77,7 +77,7 @@ def evaluate(step_dir, split: str = "test", data_dir=None, offline: bool = False
              batch_size: int = 1000, overrides: dict | None = None) -> dict:
     state, config, position, devices = load_state(step_dir, overrides)
     batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
-    dataset = data.load(config.dataset, split, data_dir or config.data_dir, offline)
+    dataset = data.load_split(config, split, data_dir, offline)
     step_fn = steps.build(config).jit_steps(devices).eval
     sums = evaluate_split(state, dataset, batch_size, devices, step_fn, config.num_classes)
     per_class_correct, per_class_count = sums["per_class_correct"], sums["per_class_count"]

@@ -29,7 +29,7 @@ LATENCY_RUNS = 100
 def calibration_images(config: Config, count: int, data_dir, offline: bool) -> list:
     """`count` training images of the checkpoint's dataset (a fixed random choice),
     standardised as the network's inputs, one (1, H, W, 3) array each."""
-    train = data.load(config.dataset, config.split, data_dir, offline)
+    train = data.load_split(config, config.split, data_dir, offline)
     chosen = np.random.default_rng([config.seed, 0xCA1]).permutation(len(train))[:count]
     images = np.asarray(steps.normalize(train.images[np.sort(chosen)], config.replace(dtype="float32")))
     return [images[i:i + 1] for i in range(len(images))]
@@ -43,7 +43,9 @@ def metadata(config: Config, step_dir, step: int, int8: bool) -> dict:
                   "dtype": "float32 (int8 for model_int8: q = round(x / scale) + zero_point, "
                            "both stored in the model)",
                   "preprocessing": "centre square crop; bilinear (antialiased) resize to "
-                                   f"{r}x{r}; pixels / 255; (x - mean) / std per channel",
+                                   + (f"{config.image_size}x{config.image_size}, then " if
+                                      config.image_size != r else "")
+                                   + f"{r}x{r}; pixels / 255; (x - mean) / std per channel",
                   "mean": list(config.mean), "std": list(config.std)},
         "output": {"shape": [1, config.num_classes], "meaning": "logits (softmax gives "
                    "probabilities)", "labels": "labels.txt, line i is label i"},
@@ -94,7 +96,6 @@ def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 5
            parity_images: int | None = None, data_dir=None, offline: bool = False,
            say=print) -> dict:
     state, config, position, _ = evaluate.load_state(step_dir)
-    data_dir = data_dir or config.data_dir
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "labels.txt").write_text("".join(f"{n}\n" for n in config.label_names()))
@@ -102,7 +103,7 @@ def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 5
         raise ValueError(cli.write_error_line(e, f"write to {out}", "--out")) from None
     test = None
     if parity_images != 0:  # read the data before the slow conversion: absent data fails fast
-        test = data.load(config.dataset, "test", data_dir, offline)
+        test = data.load_split(config, "test", data_dir, offline)
         test = test.take(np.arange(min(parity_images or len(test), len(test))))
     calibration_set = calibration_images(config, calibration, data_dir, offline) if int8 else None
 
@@ -123,7 +124,8 @@ def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 5
     say(f"wrote {', '.join(f'{p} ({sizes[n] / 1024:.0f} KiB)' for n, p in files.items())}, "
         f"labels.txt and metadata.json")
 
-    report = {"checkpoint": str(step_dir), "step": position["step"], "dataset": config.dataset,
+    report = {"checkpoint": str(step_dir), "step": position["step"],
+              "dataset": config.image_folder or config.dataset,
               "file_bytes": sizes, "threads": os.cpu_count()}
     if int8:
         report["int8_size_over_float"] = sizes["int8"] / sizes["float"]

@@ -21,6 +21,7 @@ PAPER_BLOCKS: Tuple[Tuple[int, int], ...] = (
     (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
     (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
 STEM_CHANNELS = 32
+HEAD = "classifier"  # the one layer after the pooled features; the rest is the backbone
 BLOCK_TYPES = ("paper", "seed")
 # The Julia seed project's hidden pointwise width: round(in * 0.9997).
 SEED_HIDDEN_RATIO = 0.9997
@@ -128,7 +129,7 @@ class MobileNetV1(nn.Module):
             return x
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         x = nn.Dense(self.num_classes, dtype=self.dtype,
-                     kernel_init=nn.initializers.glorot_uniform(), name="classifier")(x)
+                     kernel_init=nn.initializers.glorot_uniform(), name=HEAD)(x)
         return x.astype(jnp.float32)  # loss and softmax in float32 whatever the compute dtype
 
 

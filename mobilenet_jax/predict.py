@@ -4,10 +4,9 @@
     python -m mobilenet_jax.predict --tflite export/model_int8.tflite cat.jpg
 
 Reads PNG and JPEG of any size and mode; a directory means every such file in it. Each image
-is turned upright (EXIF orientation), made RGB (transparency over white, grayscale and palette
-expanded), cropped to its centre square and then resized and standardised exactly as training
-inputs are (`steps.normalize`: bilinear, antialiased, to the model's resolution). Class names
-and normalisation come from the checkpoint (or the export's metadata.json): no dataset needed.
+becomes a square of the size the run's training images were stored at (imagefiles.py says
+how), then the network's input exactly as in training (`steps.normalize`). Class names and
+normalisation come from the checkpoint (or the export's metadata.json): no dataset needed.
 """
 import json
 import pathlib
@@ -18,15 +17,10 @@ import jax
 import numpy as np
 
 from mobilenet_jax import checkpoint as ckpt_lib
-from mobilenet_jax import cli, evaluate, steps, tflite
+from mobilenet_jax import cli, evaluate, imagefiles, steps, tflite
 from mobilenet_jax.config import Config
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 BATCH = 64  # images per jitted forward pass (the last batch is padded)
-
-
-class ImageError(Exception):
-    """A file that cannot be read as an image."""
 
 
 def image_files(inputs) -> tuple[list, list]:
@@ -36,46 +30,19 @@ def image_files(inputs) -> tuple[list, list]:
     for name in inputs:
         path = pathlib.Path(name)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir()
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.iterdir() if imagefiles.is_image_file(p))
             if not found:
-                problems.append(f"{path} holds no {'/'.join(IMAGE_SUFFIXES)} files")
+                problems.append(f"{path} holds no {'/'.join(imagefiles.IMAGE_SUFFIXES)} files")
             files += found
         else:
             files.append(path)
     return files, problems
 
 
-def read_image(path) -> np.ndarray:
-    """The image in file `path` as uint8 RGB (H, W, 3), upright."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-    if not pathlib.Path(path).is_file():
-        raise ImageError(f"{path} does not exist or is not a file")
-    try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            if image.mode.startswith("I"):  # 16-bit grayscale: scale to 8 bits, do not clip
-                image = Image.fromarray((np.asarray(image, np.float64) / 257).round()
-                                        .clip(0, 255).astype(np.uint8))
-            if "A" in image.getbands() or "transparency" in image.info:
-                image = Image.alpha_composite(Image.new("RGBA", image.size, "white"),
-                                              image.convert("RGBA"))
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ImageError(f"{path} is not a readable PNG or JPEG image "
-                         f"({' '.join(str(e).split())[:120]})") from None
-
-
-def centre_square(image: np.ndarray) -> np.ndarray:
-    h, w = image.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    return image[top:top + side, left:left + side]
-
-
 def model_input(image: np.ndarray, config: Config) -> np.ndarray:
     """One uint8 RGB image of any size -> the network's input (1, res, res, 3) float32."""
-    return np.asarray(steps.normalize(centre_square(image)[None], config.replace(dtype="float32")))
+    square = imagefiles.square_image(image, config.image_size)
+    return np.asarray(steps.normalize(square[None], config.replace(dtype="float32")))
 
 
 class CheckpointModel:
@@ -110,9 +77,9 @@ def predict(files, classify: Callable, config: Config, k: int) -> tuple[list, li
     readable, inputs, problems = [], [], []
     for path in files:
         try:
-            inputs.append(model_input(read_image(path), config))
+            inputs.append(model_input(imagefiles.read_image(path), config))
             readable.append(path)
-        except ImageError as e:
+        except imagefiles.ImageError as e:
             problems.append(str(e))
     if not readable:
         return [], problems

@@ -15,7 +15,7 @@ from flax.training import train_state
 
 from mobilenet_jax import data
 from mobilenet_jax.config import Config
-from mobilenet_jax.model import MobileNetV1
+from mobilenet_jax.model import HEAD, MobileNetV1
 from mobilenet_jax.parallel import Devices
 
 
@@ -38,6 +38,17 @@ def learning_rate_schedule(config: Config, steps_per_epoch: int) -> optax.Schedu
 
 
 def create_optimizer(config: Config, schedule: optax.Schedule) -> optax.GradientTransformation:
+    optimizer = _optimizer(config, schedule)
+    if not (config.freeze_backbone or config.backbone_lr_scale != 1.0):
+        return optimizer
+    backbone = (optax.set_to_zero() if config.freeze_backbone
+                else optax.chain(optimizer, optax.scale(config.backbone_lr_scale)))
+    return optax.multi_transform(
+        {"head": optimizer, "backbone": backbone},
+        lambda params: {name: "head" if name == HEAD else "backbone" for name in params})
+
+
+def _optimizer(config: Config, schedule: optax.Schedule) -> optax.GradientTransformation:
     # Decay conv and dense kernels only: BatchNorm scale/offset and biases are 1-D.
     decay_mask = functools.partial(jax.tree.map, lambda p: p.ndim > 1)
     if config.optimizer == "adamw":
@@ -88,8 +99,10 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: Config
     images = normalize(images, config)
 
     def loss_fn(params):
+        # A frozen backbone runs in inference mode: BatchNorm uses and keeps its statistics.
         logits, updates = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats}, images, train=True,
+            {"params": params, "batch_stats": state.batch_stats}, images,
+            train=not config.freeze_backbone,
             rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
         losses = cross_entropy(logits, batch["label"], config.num_classes, config.label_smoothing)
         return losses.mean(), (logits, losses, updates["batch_stats"])

@@ -14,8 +14,8 @@ import jax
 import numpy as np
 
 from mobilenet_jax import checkpoint as ckpt_lib
-from mobilenet_jax import cli, data, hostmem, parallel, steps
-from mobilenet_jax.config import Config, load_json, save_json
+from mobilenet_jax import cli, data, finetune, hostmem, parallel, plot, steps
+from mobilenet_jax.config import DATA_FACTS, Config, load_json, save_json
 from mobilenet_jax.evaluate import add_sums, evaluate_split, summarize_metrics
 
 
@@ -77,7 +77,7 @@ def resolve_run_config(given: dict, workdir: pathlib.Path) -> Config:
     run-control flags of this invocation (defaults where not passed)."""
     saved_path = workdir / "config.json"
     if not (saved_path.exists() and (workdir / "checkpoints" / ckpt_lib.LATEST).exists()):
-        return Config().replace(**given)
+        return Config().replace(**finetune.with_source_architecture(given))
     saved = load_json(saved_path)
     may_differ = Config.RUN_CONTROL + Config.LOCATIONS
     for name, value in given.items():
@@ -89,27 +89,40 @@ def resolve_run_config(given: dict, workdir: pathlib.Path) -> Config:
     return saved.replace(**control, **{k: v for k, v in given.items() if k in Config.LOCATIONS})
 
 
-def with_class_names(config: Config, names: tuple) -> Config:
-    """The config with the dataset's class names, which later commands (predict, export) show."""
+def with_class_names(config: Config, names: tuple, count_from_data: bool = False) -> Config:
+    """The config with the dataset's class names, which later commands (predict, export) show;
+    with `count_from_data`, also their number as num_classes."""
     if not names or config.class_names == names:
         return config
     if config.class_names:
         raise ValueError(f"{config.workdir} holds a run trained on classes "
                          f"{list(config.class_names)[:5]}..., but {config.dataset!r} has "
                          f"{list(names)[:5]}...; pass another --workdir for a new run")
+    if count_from_data:
+        config = config.replace(num_classes=len(names), class_names=names)
     return config.replace(class_names=names)
 
 
-def train(config: Config) -> dict:
-    """Train (or resume) the run of `config` in config.workdir. Returns the final metrics."""
+def train(config: Config, num_classes_from_data: bool = False) -> dict:
+    """Train (or resume) the run of `config` in config.workdir. Returns the final metrics.
+    With `num_classes_from_data`, the dataset's class count replaces config.num_classes."""
     workdir = pathlib.Path(config.workdir)
     main_process = jax.process_index() == 0
     devices = parallel.Devices(config.batch_size)
     say = print if main_process else (lambda *a, **k: None)
 
-    train_split = data.load(config.dataset, config.split, config.data_dir, config.offline)
-    config = with_class_names(config, train_split.class_names)
+    resuming = (workdir / "checkpoints" / ckpt_lib.LATEST).exists()
+    if config.init_from and not resuming:  # a source that cannot be fine-tuned fails first
+        finetune.checkpoint_to_start_from(config)
+    train_split = data.load_split(config, config.split)
+    config = with_class_names(config, train_split.class_names, num_classes_from_data)
     train_split, val_split = data.split_validation(train_split, config.val_fraction, config.seed)
+    if resuming and (workdir / "config.json").exists():  # fed as the run was fed so far
+        stored = load_json(workdir / "config.json")
+        config = config.replace(**{name: getattr(stored, name) for name in DATA_FACTS})
+    else:  # what this and later commands need to feed the network, read from the data once
+        mean, std = data.channel_statistics(train_split.images)
+        config = config.replace(image_size=train_split.images.shape[1], mean=mean, std=std)
     steps_per_epoch = len(train_split) // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"the training split has {len(train_split)} examples, fewer than one "
@@ -125,6 +138,8 @@ def train(config: Config) -> dict:
         state, _, position = checkpoints.restore(step, training.abstract_state(devices))
         base_rng = jax.random.wrap_key_data(np.asarray(position["rng"], np.uint32))
         say(f"resuming {workdir} from step {step} (epoch {step // steps_per_epoch + 1})")
+    elif config.init_from:
+        state = finetune.initial_state(config, training, devices, base_rng, say)
     else:
         state = training.new_state(base_rng, devices)
     if main_process:
@@ -137,6 +152,7 @@ def train(config: Config) -> dict:
 
     jitted = training.jit_steps(devices)
     log = MetricsLog(workdir, main_process)
+    curves = plot.CurvesWriter(workdir, say) if main_process else None
     stop = StopRequest()
     rng_data = np.asarray(jax.random.key_data(base_rng)).tolist()
 
@@ -193,12 +209,16 @@ def train(config: Config) -> dict:
                 summary.update(summarize_metrics(
                     evaluate_split(state, val_split, config.batch_size, devices, jitted.eval), "val"))
             log.write(step, summary)
+            if curves:
+                curves.update()
             say(format_epoch(summary, config.epochs))
             if (epoch + 1) % config.checkpoint_every == 0 or step == total_steps:
                 save(state, {"val_top1": summary["val_top1"]} if val_split is not None else None)
     finally:
         stop.close()
         log.close()
+        if curves:
+            curves.close()
         checkpoints.close()
     say(f"done: {total_steps} steps; checkpoints in {checkpoints.directory} "
         f"(evaluate with: python -m mobilenet_jax.evaluate --ckpt {checkpoints.directory / 'latest'})")
@@ -235,7 +255,7 @@ def main(argv=None):
         workdir.mkdir(parents=True, exist_ok=True)
         config = resolve_run_config(given, workdir)
         hostmem.keep_freed_memory(hostmem.estimated_step_bytes(config, config.batch_size))
-        train(config)
+        train(config, num_classes_from_data="num_classes" not in given)
     except (ValueError, data.DataError, ckpt_lib.CheckpointError, TrainingStopped) as e:
         cli.fail(str(e))
     except OSError as e:  # the workdir, config.json, metrics or events cannot be written

@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import assert_one_line_error, run
 from mobilenet_jax import checkpoint as ckpt_lib
-from mobilenet_jax import data, evaluate, predict
+from mobilenet_jax import data, evaluate, imagefiles
 
 
 def write_test_images(subset_dir, directory, count=24):
@@ -33,21 +33,21 @@ def test_read_image_modes_hand_made(tmp_path):
     }
     for name, (image, pixel) in cases.items():
         image.save(tmp_path / name)
-        out = predict.read_image(tmp_path / name)
+        out = imagefiles.read_image(tmp_path / name)
         assert out.dtype == np.uint8 and out.shape == image.size[::-1] + (3,), name
         np.testing.assert_allclose(out[0, 0], pixel, atol=2, err_msg=name)
     rotated = Image.new("RGB", (6, 2), (0, 0, 255))
     exif = rotated.getexif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
     rotated.save(tmp_path / "rotated.jpg", exif=exif)
-    assert predict.read_image(tmp_path / "rotated.jpg").shape == (6, 2, 3)
+    assert imagefiles.read_image(tmp_path / "rotated.jpg").shape == (6, 2, 3)
 
 
 def test_centre_square():
     image = np.arange(3 * 5).reshape(3, 5, 1)
-    np.testing.assert_array_equal(predict.centre_square(image)[..., 0],
+    np.testing.assert_array_equal(imagefiles.centre_square(image)[..., 0],
                                   [[1, 2, 3], [6, 7, 8], [11, 12, 13]])
-    assert predict.centre_square(image.transpose(1, 0, 2)).shape == (3, 3, 1)
+    assert imagefiles.centre_square(image.transpose(1, 0, 2)).shape == (3, 3, 1)
 
 
 def test_predict_agrees_with_evaluate(trained_run, subset_dir, tmp_path):

@@ -1,0 +1,68 @@
+"""A folder of image files as a dataset: PATH/train/<class>/* and PATH/test/<class>/*.
+
+Class names are the train folder's subfolder names, sorted (label i is the i-th). Every image
+becomes a uint8 square of the run's resolution (imagefiles.py); files that cannot be read are
+named in one line and left out.
+"""
+import pathlib
+from typing import Callable, Optional
+
+import numpy as np
+
+from mobilenet_jax import imagefiles
+from mobilenet_jax.data import DataError, Split, check_fits
+
+SPLITS = ("train", "test")
+LAYOUT = "PATH/train/<class>/<images> and PATH/test/<class>/<images> (PNG or JPEG)"
+
+
+def class_folders(root: pathlib.Path, split: str) -> dict:
+    """{class name: its folder} of one split."""
+    if split not in SPLITS:
+        raise DataError(f"an image folder has the splits {SPLITS}, not {split!r}")
+    directory = root / split
+    if not directory.is_dir():
+        raise DataError(f"{root} has no {split}/ folder; an image folder is laid out as {LAYOUT}")
+    classes = {d.name: d for d in sorted(directory.iterdir()) if d.is_dir()}
+    if not classes:
+        raise DataError(f"{directory} holds no class folders; an image folder is laid out as "
+                        f"{LAYOUT}")
+    return classes
+
+
+def load(root, split: str, size: int, class_names: Optional[tuple] = None,
+         say: Callable[[str], None] = print) -> Split:
+    """One split as uint8 (N, size, size, 3) images. `class_names` (the training split's, for
+    the test split) fixes the labels; by default they are this split's folder names."""
+    root = pathlib.Path(root)
+    folders = class_folders(root, split)
+    names = tuple(class_names) if class_names else tuple(folders)
+    unknown = sorted(set(folders) - set(names))
+    if unknown:
+        raise DataError(f"{root / split} has classes {unknown} that the training split does "
+                        f"not have; the classes are {list(names)}")
+    files, labels = [], []
+    for label, name in enumerate(names):
+        if name not in folders:
+            continue  # a test split may lack a class
+        found = sorted(p for p in folders[name].iterdir() if imagefiles.is_image_file(p))
+        if not found:
+            raise DataError(f"class folder {folders[name]} holds no PNG or JPEG images; add "
+                            "some or remove the folder")
+        files += found
+        labels += [label] * len(found)
+    check_fits(len(files), size, f"{root / split}")
+    images, kept, unreadable = [], [], []
+    for path, label in zip(files, labels):
+        try:
+            images.append(imagefiles.square_image(imagefiles.read_image(path), size))
+            kept.append(label)
+        except imagefiles.ImageError:
+            unreadable.append(path.relative_to(root / split))
+    if unreadable:
+        shown = ", ".join(str(p) for p in unreadable[:5]) + (", ..." if len(unreadable) > 5 else "")
+        say(f"note: {len(unreadable)} of {len(files)} files in {root / split} are not readable "
+            f"images and are left out ({shown}); going on with the other {len(kept)}")
+    if not kept:
+        raise DataError(f"none of the {len(files)} files in {root / split} is a readable image")
+    return Split(np.stack(images), np.asarray(kept, np.int32), names)

@@ -1,0 +1,212 @@
+"""Own data: a folder of images, any TFDS image dataset, statistics from the training split,
+and fine-tuning from a checkpoint."""
+import json
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from conftest import assert_one_line_error, run
+from mobilenet_jax import Config, data, imagefolder
+from mobilenet_jax import checkpoint as ckpt_lib
+from mobilenet_jax import train as train_lib
+from mobilenet_jax.evaluate import load_state
+
+CLASSES = ("circles", "squares", "stripes")
+
+
+def shape_image(rng, kind: int) -> Image.Image:
+    """A light shape on a dark background at a random odd size: a circle, a square or stripes."""
+    w, h = (int(v) for v in rng.integers(19, 91, 2))
+    image = Image.new("RGB", (w, h), tuple(int(v) for v in rng.integers(0, 80, 3)))
+    draw, s = ImageDraw.Draw(image), min(w, h) / 3
+    colour = tuple(int(v) for v in rng.integers(150, 256, 3))
+    box = [w / 2 - s, h / 2 - s, w / 2 + s, h / 2 + s]
+    if kind == 0:
+        draw.ellipse(box, fill=colour)
+    elif kind == 1:
+        draw.rectangle(box, fill=colour)
+    else:
+        for x in range(0, w, 6):
+            draw.line([x, 0, x, h], fill=colour, width=2)
+    return image
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """3 classes, 40 train / 12 test images each, odd sizes, PNG and JPEG, one grayscale."""
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 40), ("test", 12)):
+        for kind, name in enumerate(CLASSES):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                image = shape_image(rng, kind)
+                if split == "train" and kind == 2 and i == 0:
+                    image = image.convert("L")
+                image.save(root / split / name / f"{i}.{'png' if i % 2 else 'jpg'}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder_run(folder, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("folder_run")
+    result = run(["mobilenet_jax.train", "--image-folder", str(folder), "--alpha", "0.25",
+                  "--epochs", "8", "--batch-size", "16", "--val-fraction", "0",
+                  "--workdir", str(workdir), "--no-progress"], workdir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return workdir
+
+
+def test_folder_loads_as_squares_with_names_from_folders(folder):
+    train = imagefolder.load(folder, "train", 24)
+    assert train.class_names == CLASSES and len(train) == 120
+    assert train.images.shape == (120, 24, 24, 3) and train.images.dtype == np.uint8
+    np.testing.assert_array_equal(np.bincount(train.labels), [40, 40, 40])
+    grayscale = train.images[train.labels == 2][0]  # stripes/0.jpg, saved as grayscale
+    assert np.array_equal(grayscale[..., 0], grayscale[..., 1])
+
+
+def test_folder_trains_above_chance_and_evaluates_from_the_checkpoint_alone(folder, folder_run):
+    config = json.loads((folder_run / "config.json").read_text())
+    assert config["num_classes"] == 3 and tuple(config["class_names"]) == CLASSES
+    assert config["image_folder"] == str(folder) and config["image_size"] == 32
+    result = run(["mobilenet_jax.evaluate", "--ckpt", str(folder_run), "--json", "e.json"],
+                 folder_run)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((folder_run / "e.json").read_text())
+    # Chance is 1/3; shapes this distinct were learnt to 75-90 % in 8 epochs when measured.
+    assert report["examples"] == 36 and report["top1"] > 0.55, report
+    result = run(["mobilenet_jax.predict", "--ckpt", str(folder_run), "--json", "p.json",
+                  str(folder / "test" / "stripes")], folder_run)
+    assert result.returncode == 0, result.stderr[-2000:]
+    classes = [p["top_k"][0]["class"] for p in json.loads((folder_run / "p.json").read_text())]
+    assert set(classes) <= set(CLASSES) and classes.count("stripes") > len(classes) / 3
+
+
+def test_stored_statistics_equal_numpy_over_the_training_split(folder, folder_run):
+    """mean/std in the config are the training images' per-channel statistics (pixels in
+    [0, 1]), computed here independently with numpy in one pass."""
+    config = json.loads((folder_run / "config.json").read_text())
+    pixels = imagefolder.load(folder, "train", 32).images.reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(config["mean"], pixels.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(config["std"], pixels.std(0), rtol=1e-9)
+    _, stored, _, _ = load_state(ckpt_lib.resolve(folder_run))
+    assert stored.mean == tuple(config["mean"]) and stored.std == tuple(config["std"])
+
+
+def test_another_tfds_image_dataset_trains_through_the_same_path(tmp_path):
+    """tfds's mock MNIST (28x28 grayscale, 10 classes) and tf_flowers (images of any size)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    for name, size in (("mnist", 28), ("tf_flowers", 32)):
+        with tfds.testing.mock_data(num_examples=64):
+            config = Config(dataset=name, width_multiplier=0.1, batch_size=16, epochs=1,
+                            val_fraction=0, offline=True, progress=False,
+                            workdir=str(tmp_path / name))
+            result = train_lib.train(config, num_classes_from_data=True)
+        assert result["step"] == 4 and np.isfinite(result["train_loss"])
+        _, stored, _, _ = load_state(ckpt_lib.resolve(tmp_path / name))
+        assert stored.image_size == size and len(stored.class_names) == stored.num_classes
+        assert stored.num_classes == (10 if name == "mnist" else 5)
+
+
+def test_finetune_from_a_subset_checkpoint(trained_run, folder, tmp_path):
+    """Backbone from the source, a new head for 3 classes, and with --freeze-backbone every
+    backbone weight and BatchNorm statistic unchanged after training."""
+    source_dir, _ = trained_run
+    source_state, source, _, _ = load_state(ckpt_lib.resolve(source_dir))
+    workdir = tmp_path / "ft"
+    result = run(["mobilenet_jax.train", "--image-folder", str(folder), "--init-from",
+                  str(source_dir), "--freeze-backbone", "--epochs", "2", "--batch-size", "16",
+                  "--workdir", str(workdir), "--no-progress"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "a new classifier for 3 classes" in result.stdout
+    state, config, _, _ = load_state(ckpt_lib.resolve(workdir))
+    assert config.width_multiplier == source.width_multiplier  # taken from the source
+    assert config.init_from == str(source_dir) and config.num_classes == 3
+    for name in ("params", "batch_stats"):
+        new, old = getattr(state, name), getattr(source_state, name)
+        for module in old:
+            if module == "classifier":
+                continue
+            for a, b in zip(jax.tree.leaves(new[module]), jax.tree.leaves(old[module])):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert state.params["classifier"]["kernel"].shape[-1] == 3
+    # Resuming the fine-tune run resumes it, not the source.
+    again = run(["mobilenet_jax.train", "--workdir", str(workdir), "--epochs", "2",
+                 "--no-progress"], tmp_path)
+    assert again.returncode == 0 and "starting from" not in again.stdout
+
+
+def test_backbone_lr_scale_scales_the_backbone_step(trained_run, folder, tmp_path):
+    """The first step's backbone update with --backbone-lr-scale 0.1 is 0.1 times the one
+    without it (same data, same start; SGD's first step is lr * gradient); the head's equal."""
+    source_dir, _ = trained_run
+    source_state, _, _, _ = load_state(ckpt_lib.resolve(source_dir))
+    updates = {}
+    for scale in (1.0, 0.1):
+        config = Config(image_folder=str(folder), init_from=str(source_dir), num_classes=3,
+                        width_multiplier=0.25, backbone_lr_scale=scale, warmup_epochs=0,
+                        batch_size=16, epochs=1, val_fraction=0, progress=False,
+                        workdir=str(tmp_path / str(scale)), max_steps=1)
+        train_lib.train(config)
+        state, _, _, _ = load_state(tmp_path / str(scale) / "checkpoints" / "1")
+        updates[scale] = state.params
+    before = np.asarray(source_state.params["block13"]["pointwise"]["kernel"])
+    full, scaled = (np.asarray(updates[s]["block13"]["pointwise"]["kernel"]) - before
+                    for s in (1.0, 0.1))
+    assert np.abs(full).max() > 0
+    np.testing.assert_allclose(scaled, 0.1 * full, rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(updates[0.1]["classifier"]["kernel"]),
+                               np.asarray(updates[1.0]["classifier"]["kernel"]), rtol=1e-5)
+
+
+def test_own_data_bad_input_is_one_line(folder, trained_run, tmp_path):
+    flags = ["--epochs", "1", "--batch-size", "16", "--workdir", "w", "--no-progress"]
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(run(["mobilenet_jax.train", "--image-folder", "empty", *flags],
+                              tmp_path), "train/")
+    (tmp_path / "noclass" / "train").mkdir(parents=True)
+    assert_one_line_error(run(["mobilenet_jax.train", "--image-folder", "noclass", *flags],
+                              tmp_path), "no class folders")
+    (tmp_path / "hollow" / "train" / "cats").mkdir(parents=True)
+    (tmp_path / "hollow" / "train" / "cats" / "notes.txt").write_text("no images")
+    assert_one_line_error(run(["mobilenet_jax.train", "--image-folder", "hollow", *flags],
+                              tmp_path), "cats", "holds no PNG or JPEG")
+    assert_one_line_error(run(["mobilenet_jax.train", "--image-folder", str(folder),
+                               "--num-classes", "5", *flags], tmp_path), "3 classes",
+                          "--num-classes")
+    source_dir, _ = trained_run
+    assert_one_line_error(run(["mobilenet_jax.train", "--image-folder", str(folder),
+                               "--init-from", str(source_dir), "--alpha", "0.5", *flags],
+                              tmp_path), "cannot fine-tune", "width_multiplier=0.25")
+    assert_one_line_error(run(["mobilenet_jax.train", "--image-folder", str(folder),
+                               "--init-from", "nowhere", *flags], tmp_path), "nowhere")
+    assert not (tmp_path / "w" / "checkpoints" / "latest").exists()
+
+
+def test_unreadable_files_are_counted_named_and_left_out(folder, tmp_path, capsys):
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    (copy / "train" / "circles" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    (copy / "train" / "squares" / "empty.png").write_bytes(b"")
+    train = imagefolder.load(copy, "train", 16)
+    line = capsys.readouterr().out
+    assert len(train) == 120 and "2 of 122 files" in line
+    assert "circles/broken.jpg" in line and "squares/empty.png" in line and "going on" in line
+
+
+def test_a_dataset_without_image_and_label_features_is_refused():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=8):
+        with pytest.raises(data.DataError, match="not an image classification dataset"):
+            data.load("imdb_reviews", "train", offline=True)
+
+
+def test_a_dataset_too_large_for_memory_is_refused_before_reading(monkeypatch):
+    monkeypatch.setattr(data, "_available_memory", lambda: 2**30)
+    with pytest.raises(data.DataError, match=r"1\.4 GiB .* more than half of the 1\.0 GiB"):
+        data.check_fits(1_281_167, 20, "'imagenet2012' split 'train'")
+    data.check_fits(1000, 32, "small")  # 3 MB: fine
