@@ -120,8 +120,11 @@ def main(argv=None):
         for name, r in result["per_class"].items():
             print(f"{r['label']:>5}  {name:<24} {r['examples']:>8} {r['top1']:>7.4f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        try:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+        except OSError as e:
+            cli.fail(cli.write_error_line(e, f"write {args.json}", "--json"))
 
 
 if __name__ == "__main__":

@@ -99,6 +99,8 @@ def figure(runs: list, metrics=("loss", "top1")):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(TITLES[metric])
+        if metric == "loss":  # early validation spikes would flatten the rest on a linear axis
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7 if len(runs) > 1 else 9)
     fig.suptitle(describe(configs), fontsize=10)

@@ -183,3 +183,12 @@ def test_read_only_workdir_is_one_line(subset_dir, small_filesystem):
     result = run(["mobilenet_jax.train", "--alpha", "0.1", "--data-dir", subset_dir, "--offline",
                   "--workdir", str(read_only / "run")], read_only.parent)
     assert_one_line_error(result, "read-only or not writable", str(read_only / "run"))
+
+
+def test_evaluate_json_to_an_unwritable_path_is_one_line(trained_run, tmp_path):
+    cwd, _ = trained_run
+    (tmp_path / "file").write_text("")
+    result = run(["mobilenet_jax.evaluate", "--ckpt", str(cwd), "--json",
+                  str(tmp_path / "file" / "e.json")], tmp_path)
+    assert_one_line_error(result, "--json")
+    assert "top-1" in result.stdout  # the results were printed before
