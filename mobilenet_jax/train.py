@@ -98,9 +98,8 @@ def with_class_names(config: Config, names: tuple, count_from_data: bool = False
         raise ValueError(f"{config.workdir} holds a run trained on classes "
                          f"{list(config.class_names)[:5]}..., but {config.dataset!r} has "
                          f"{list(names)[:5]}...; pass another --workdir for a new run")
-    if count_from_data:
-        config = config.replace(num_classes=len(names), class_names=names)
-    return config.replace(class_names=names)
+    return config.replace(class_names=names,
+                          **({"num_classes": len(names)} if count_from_data else {}))
 
 
 def train(config: Config, num_classes_from_data: bool = False) -> dict:
