@@ -1,7 +1,8 @@
 """Input pipeline: CIFAR-100 by default, any TFDS image classification dataset, or a folder.
 
 TensorFlow (through tensorflow-datasets) only reads the data once, into uint8 numpy arrays
-(CIFAR-100 is ~180 MB; larger datasets are refused before they are read, `check_fits`). From then on a batch is an index gather on the host (a few hundred KB)
+(CIFAR-100 is ~180 MB; larger datasets are refused before they are read, `check_fits`).
+From then on a batch is an index gather on the host (a few hundred KB)
 and all per-image work — crop, flip, resize, normalisation — runs inside the jitted train step
 on the device. The order of examples is a function of (seed, epoch) alone, so a resumed or
 re-sharded run sees the same batches.
