@@ -253,6 +253,8 @@ def main(argv=None):
     parser.add_argument("--infer-batch-size", type=int, default=1024,
                         help="inference batch (default 1024)")
     parser.add_argument("--resolution", type=int, default=32, help="input resolution (default 32)")
+    parser.add_argument("--stem-stride", type=int, default=2, choices=(1, 2),
+                        help="stride of the first conv (default 2)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument("--kernels", default="auto",
                         help=f"kernel policies, comma list of {KERNEL_CHOICES} (default auto)")
@@ -286,7 +288,7 @@ def main(argv=None):
         cli.fail("--resolution must be >= 1")
     try:
         configs = {a: Config(width_multiplier=a, batch_size=batch, resolution=args.resolution,
-                             dtype=args.dtype) for a in alphas}
+                             stem_stride=args.stem_stride, dtype=args.dtype) for a in alphas}
     except ValueError as e:
         cli.fail(str(e))
 
@@ -319,7 +321,8 @@ def main(argv=None):
                 rec = {"mode": mode, "alpha": alpha, "kernels": policy,
                        "resolved": resolve_kernels(policy, info["backend"]),
                        "batch": batch if mode == "train" else infer_batch,
-                       "resolution": args.resolution, "dtype": args.dtype,
+                       "resolution": args.resolution, "stem_stride": args.stem_stride,
+                       "dtype": args.dtype,
                        "forward_mult_adds_per_image": macs,
                        "flops_per_image": (6 if mode == "train" else 2) * macs}
                 try:
@@ -341,7 +344,8 @@ def main(argv=None):
     print(format_table(records))
     result = {"machine": info, "matmul_peak": peak,
               "settings": {"alphas": alphas, "batch_size": batch, "infer_batch_size": infer_batch,
-                           "resolution": args.resolution, "dtype": args.dtype,
+                           "resolution": args.resolution, "stem_stride": args.stem_stride,
+                           "dtype": args.dtype,
                            "kernels": policies, "mode": args.mode, "smoke": args.smoke,
                            "timing": timing, "command": " ".join(sys.argv)},
               "results": records}

@@ -1,14 +1,16 @@
 """Orbax checkpoints of a run: `<workdir>/checkpoints/<step>/` plus a `latest` link.
 
-Each checkpoint holds the whole TrainState (params, batch_stats, optimizer state, step, RNG
-key), the run's Config and the data position, so a model is rebuilt from a checkpoint alone and
-a run resumes exactly. Retention: the last `keep` plus the best by validation top-1.
+Each checkpoint holds the whole TrainState (params, batch_stats, optimizer state, step, the
+weights' moving average where the run keeps one), the RNG key, the run's Config and the data
+position, so a model is rebuilt from a checkpoint alone and a run resumes exactly.
+Retention: the last `keep` plus the best by validation top-1.
 
 Integrity: once orbax has committed a step, `manifest.json` (every file's size and SHA-256)
 is written into it atomically, and every restore verifies it first. A run that starts moves
 aside (`<step>.corrupt`) the newest checkpoints that fail verification, removes unfinished
 saves, and resumes from the newest intact one.
 """
+import dataclasses
 import hashlib
 import json
 import logging
@@ -83,7 +85,7 @@ class Checkpoints:
         try:
             with cli.stderr_held(SETTLE_S):  # a failure is reported once, in the line below
                 self.manager.save(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(state),
+                    state=ocp.args.StandardSave(stored_arrays(state)),
                     config=ocp.args.JsonSave(config.to_dict()),
                     position=ocp.args.JsonSave({**position, "format": MANIFEST_FORMAT})),
                     metrics=metrics, force=True)
@@ -336,17 +338,24 @@ def restore_step(step_dir, abstract_state) -> tuple[Any, Config, dict]:
     config = read_config(step_dir)
     try:
         with cli.stderr_held(SETTLE_S):  # a failure is reported once, in the error raised below
-            _check_shapes(step_dir, abstract_state)
+            _check_shapes(step_dir, stored_arrays(abstract_state))
             with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
                 restored = checkpointer.restore(step_dir, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state),
+                    state=ocp.args.StandardRestore(stored_arrays(abstract_state)),
                     position=ocp.args.JsonRestore()))
     except CheckpointError:
         raise
     except Exception as e:
         _quiet_failed_tasks()
         raise _corrupt(step_dir, e) from None
-    return restored["state"], config, restored["position"]
+    return abstract_state.replace(**restored["state"]), config, restored["position"]
+
+
+def stored_arrays(state) -> dict:
+    """The TrainState's array fields by name, as a checkpoint holds them: a field that is None
+    (no moving average) is left out, so runs without one keep the layout older versions wrote."""
+    return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
+            if f.metadata.get("pytree_node", True) and getattr(state, f.name) is not None}
 
 
 def _check_shapes(step_dir, abstract_state):

@@ -31,7 +31,7 @@ def calibration_images(config: Config, count: int, data_dir, offline: bool) -> l
     standardised as the network's inputs, one (1, H, W, 3) array each."""
     train = data.load_split(config, config.split, data_dir, offline)
     chosen = np.random.default_rng([config.seed, 0xCA1]).permutation(len(train))[:count]
-    images = np.asarray(steps.normalize(train.images[np.sort(chosen)], config.replace(dtype="float32")))
+    images = steps.float32_input(train.images[np.sort(chosen)], config)
     return [images[i:i + 1] for i in range(len(images))]
 
 
@@ -68,7 +68,7 @@ def median_ms(fn, runs: int = LATENCY_RUNS) -> float:
 
 def parity(model: CheckpointModel, runners: dict, test: data.Split, config: Config) -> dict:
     """Each exported model against the checkpoint in JAX, on the test images."""
-    images = np.asarray(steps.normalize(test.images, config.replace(dtype="float32")))
+    images = steps.float32_input(test.images, config)
     reference = model(images)
     top1 = reference.argmax(-1)
     one = images[:1]
@@ -107,7 +107,7 @@ def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 5
         test = test.take(np.arange(min(parity_images or len(test), len(test))))
     calibration_set = calibration_images(config, calibration, data_dir, offline) if int8 else None
 
-    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    variables = jax.device_get(state.eval_variables())
     files = {"float": out / FLOAT_MODEL}
     models = {"float": tflite.convert(config, variables)}
     if int8:

@@ -7,6 +7,9 @@ Architecture flags not given are taken from the checkpoint.
 """
 from typing import Callable
 
+import jax
+import jax.numpy as jnp
+
 from mobilenet_jax import checkpoint as ckpt_lib
 from mobilenet_jax import steps
 from mobilenet_jax.config import Config
@@ -46,12 +49,16 @@ def initial_state(config: Config, training: steps.Training, devices: Devices, rn
     source_state, _, position = ckpt_lib.restore_step(
         step_dir, steps.build(source).abstract_state(devices))
     state = training.new_state(rng, devices)
+    source_variables = source_state.eval_variables()  # its moving average, where it kept one
     new_head = source.num_classes != config.num_classes
-    params = {name: state.params[name] if name == HEAD and new_head else source_state.params[name]
-              for name in state.params}
+    params = {name: state.params[name] if name == HEAD and new_head
+              else source_variables["params"][name] for name in state.params}
+    variables = {"params": params, "batch_stats": source_variables["batch_stats"]}
     say(f"starting from {step_dir} (step {position['step']}, {source.num_classes} classes): "
         f"backbone {'and classifier ' if not new_head else ''}from it"
         + (f", a new classifier for {config.num_classes} classes" if new_head else "")
         + (f"; resolution {source.resolution} -> {config.resolution}"
            if source.resolution != config.resolution else ""))
-    return state.replace(params=params, batch_stats=source_state.batch_stats)
+    # The average starts as its own copy: the train step donates every buffer of the state.
+    ema = jax.tree.map(jnp.copy, variables) if state.ema is not None else None
+    return state.replace(**variables, ema=ema)

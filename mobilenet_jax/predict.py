@@ -42,14 +42,14 @@ def image_files(inputs) -> tuple[list, list]:
 def model_input(image: np.ndarray, config: Config) -> np.ndarray:
     """One uint8 RGB image of any size -> the network's input (1, res, res, 3) float32."""
     square = imagefiles.square_image(image, config.image_size)
-    return np.asarray(steps.normalize(square[None], config.replace(dtype="float32")))
+    return steps.float32_input(square[None], config)
 
 
 class CheckpointModel:
     """The network of a checkpoint in JAX: standardised images (N, res, res, 3) -> logits."""
 
     def __init__(self, state, config: Config):
-        self.variables = {"params": state.params, "batch_stats": state.batch_stats}
+        self.variables = state.eval_variables()
         self.config = config
         self.forward = jax.jit(lambda v, x: state.apply_fn(v, x, train=False))
 

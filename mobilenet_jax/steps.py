@@ -10,10 +10,11 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training import train_state
 
-from mobilenet_jax import data
+from mobilenet_jax import data, mixing
 from mobilenet_jax.config import Config
 from mobilenet_jax.model import HEAD, MobileNetV1
 from mobilenet_jax.parallel import Devices
@@ -21,6 +22,22 @@ from mobilenet_jax.parallel import Devices
 
 class TrainState(train_state.TrainState):
     batch_stats: Any
+    ema: Any = None  # {"params", "batch_stats"} averaged over steps, when config.ema_decay > 0
+
+    def eval_variables(self) -> dict:
+        """The variables that validation, evaluation, predict and export run: the moving
+        average where the run keeps one."""
+        return self.ema or {"params": self.params, "batch_stats": self.batch_stats}
+
+
+def ema_decay_at(step, decay: float):
+    """The decay of the weights' moving average at a step: `decay`, lower early on so that the
+    first steps' weights fade fast (TensorFlow's ExponentialMovingAverage with num_updates)."""
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def update_ema(ema: dict, variables: dict, decay) -> dict:
+    return jax.tree.map(lambda a, v: decay * a + (1.0 - decay) * v, ema, variables)
 
 
 def learning_rate_schedule(config: Config, steps_per_epoch: int) -> optax.Schedule:
@@ -77,15 +94,21 @@ def classification_metrics(logits, labels, loss_per_example, weights):
             "count": jnp.sum(weights)}
 
 
-def cross_entropy(logits, labels, num_classes, label_smoothing=0.0):
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
-    return optax.softmax_cross_entropy(logits, targets)
+def cross_entropy(logits, targets, label_smoothing=0.0):
+    """Cross-entropy against (soft) target distributions, smoothed."""
+    return optax.softmax_cross_entropy(logits, optax.smooth_labels(targets, label_smoothing))
 
 
 def normalize(images_uint8: jax.Array, config: Config) -> jax.Array:
     """The network's input: images resized and standardised as the run's config says."""
     return data.normalize(images_uint8, config.resolution, config.mean, config.std,
                           jnp.dtype(config.dtype))
+
+
+def float32_input(images_uint8, config: Config) -> np.ndarray:
+    """The network's input in float32 on the host, whatever dtype the run computes in: what
+    predict and the exported models take."""
+    return np.asarray(normalize(images_uint8, config.replace(dtype="float32")))
 
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: Config,
@@ -97,6 +120,10 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: Config
     if config.augment:
         images = data.augment(images, augment_rng)
     images = normalize(images, config)
+    targets = jax.nn.one_hot(batch["label"], config.num_classes)
+    if config.mixup_alpha or config.cutmix_alpha:
+        images, targets = mixing.mix_batch(images, targets, jax.random.fold_in(augment_rng, 1),
+                                           config.mixup_alpha, config.cutmix_alpha)
 
     def loss_fn(params):
         # A frozen backbone runs in inference mode: BatchNorm uses and keeps its statistics.
@@ -104,11 +131,15 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: Config
             {"params": params, "batch_stats": state.batch_stats}, images,
             train=not config.freeze_backbone,
             rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
-        losses = cross_entropy(logits, batch["label"], config.num_classes, config.label_smoothing)
+        losses = cross_entropy(logits, targets, config.label_smoothing)
         return losses.mean(), (logits, losses, updates["batch_stats"])
 
     grads, (logits, losses, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    if state.ema is not None:
+        new_state = new_state.replace(ema=update_ema(
+            state.ema, {"params": new_state.params, "batch_stats": batch_stats},
+            ema_decay_at(state.step, config.ema_decay)))
     metrics = classification_metrics(logits, batch["label"], losses, jnp.ones_like(losses))
     metrics["lr"] = schedule(state.step)
     return new_state, metrics
@@ -117,9 +148,8 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: Config
 def eval_step(state: TrainState, batch: dict, *, config: Config):
     """Summed metrics of a (masked) batch, and whether each example's top-1 is right."""
     images = normalize(batch["image"], config)
-    logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, images,
-                            train=False)
-    losses = cross_entropy(logits, batch["label"], config.num_classes)
+    logits = state.apply_fn(state.eval_variables(), images, train=False)
+    losses = cross_entropy(logits, jax.nn.one_hot(batch["label"], config.num_classes))
     correct = jnp.argmax(logits, -1) == batch["label"]
     return classification_metrics(logits, batch["label"], losses, batch["mask"]), correct
 
@@ -144,7 +174,8 @@ class Training:
         image = jnp.zeros((1, self.config.resolution, self.config.resolution, 3), jnp.float32)
         variables = self.model.init(rng, image)
         return TrainState.create(apply_fn=self.model.apply, params=variables["params"],
-                                 batch_stats=variables["batch_stats"], tx=self.optimizer)
+                                 batch_stats=variables["batch_stats"], tx=self.optimizer,
+                                 ema=variables if self.config.ema_decay else None)
 
     def abstract_state(self, devices: Devices) -> TrainState:
         """The TrainState's structure, shapes and (replicated) shardings; nothing computed."""

@@ -8,6 +8,7 @@ import sys
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from mobilenet_jax import Config, steps
@@ -54,6 +55,31 @@ def test_restore_round_trips_the_state(tmp_path):
     assert config == CONFIG and position["step"] == 4 and int(state.step) == 4
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(original.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert state.ema is not None  # the moving average round-trips with the rest
+    for a, b in zip(jax.tree.leaves(state.ema), jax.tree.leaves(original.ema)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_checkpoint_from_before_the_moving_average_restores(tmp_path):
+    """A run without a moving average stores the arrays under the names older versions used
+    (no `ema` entry), and a config from before the recipe fields loads as trained then."""
+    old_config = CONFIG.replace(ema_decay=0.0)
+    checkpoints = ckpt_lib.Checkpoints(tmp_path / "checkpoints", keep=1, keep_best=False)
+    checkpoints.save(make_state(old_config).replace(step=1), old_config, {"step": 1, "rng": [0, 0]})
+    checkpoints.close()
+    step_dir = tmp_path / "checkpoints" / "1"
+    stored_names = ckpt_lib._named_shapes(ocp.StandardCheckpointHandler().metadata(
+        step_dir / "state"))
+    assert {name.split("/")[0] for name in stored_names} == {"step", "params", "opt_state",
+                                                             "batch_stats"}
+    unverified(step_dir)
+    config_file = step_dir / "config" / "metadata"
+    stored = json.loads(config_file.read_text())
+    for name in ("ema_decay", "mixup_alpha", "cutmix_alpha"):
+        del stored[name]
+    config_file.write_text(json.dumps(stored))
+    state, config, _, _ = load_state(step_dir)
+    assert config.ema_decay == 0 and state.ema is None and int(state.step) == 1
 
 
 def test_missing_and_empty_paths_are_checkpoint_errors(tmp_path):

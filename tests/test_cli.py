@@ -160,7 +160,7 @@ def small_filesystem(tmp_path):
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
-@pytest.mark.parametrize("size,saved_before", [("1200k", 1), ("200k", 0)])
+@pytest.mark.parametrize("size,saved_before", [("1600k", 1), ("200k", 0)])
 def test_disk_full_while_saving_is_one_line_and_keeps_the_last_checkpoint(
         subset_dir, small_filesystem, size, saved_before):
     """A workdir on a filesystem that fills up at the second save (or at the first): exit 2

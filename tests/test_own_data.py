@@ -112,8 +112,9 @@ def test_another_tfds_image_dataset_trains_through_the_same_path(tmp_path):
 
 
 def test_finetune_from_a_subset_checkpoint(trained_run, folder, tmp_path):
-    """Backbone from the source, a new head for 3 classes, and with --freeze-backbone every
-    backbone weight and BatchNorm statistic unchanged after training."""
+    """Backbone from the source (the moving average it evaluates with), a new head for 3
+    classes, and with --freeze-backbone every backbone weight and BatchNorm statistic
+    unchanged after training."""
     source_dir, _ = trained_run
     source_state, source, _, _ = load_state(ckpt_lib.resolve(source_dir))
     workdir = tmp_path / "ft"
@@ -126,7 +127,7 @@ def test_finetune_from_a_subset_checkpoint(trained_run, folder, tmp_path):
     assert config.width_multiplier == source.width_multiplier  # taken from the source
     assert config.init_from == str(source_dir) and config.num_classes == 3
     for name in ("params", "batch_stats"):
-        new, old = getattr(state, name), getattr(source_state, name)
+        new, old = getattr(state, name), source_state.eval_variables()[name]
         for module in old:
             if module == "classifier":
                 continue
@@ -153,7 +154,7 @@ def test_backbone_lr_scale_scales_the_backbone_step(trained_run, folder, tmp_pat
         train_lib.train(config)
         state, _, _, _ = load_state(tmp_path / str(scale) / "checkpoints" / "1")
         updates[scale] = state.params
-    before = np.asarray(source_state.params["block13"]["pointwise"]["kernel"])
+    before = np.asarray(source_state.eval_variables()["params"]["block13"]["pointwise"]["kernel"])
     full, scaled = (np.asarray(updates[s]["block13"]["pointwise"]["kernel"]) - before
                     for s in (1.0, 0.1))
     assert np.abs(full).max() > 0

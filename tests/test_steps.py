@@ -84,7 +84,8 @@ def test_bfloat16_training_tracks_float32():
     step_fns, applies = {}, {}
     for dtype in ("float32", "bfloat16"):
         training = steps.build(Config(width_multiplier=0.25, dtype=dtype, lr=0.05,
-                                      warmup_epochs=0), steps_per_epoch=10)
+                                      warmup_epochs=0, batch_size=128, label_smoothing=0.0),
+                               steps_per_epoch=10)
         step_fns[dtype] = jax.jit(functools.partial(steps.train_step, config=training.config,
                                                     schedule=training.schedule))
         applies[dtype] = training.model.apply
@@ -110,3 +111,48 @@ def test_bfloat16_training_tracks_float32():
         bf16_state, metrics = step_fns["bfloat16"](bf16_state, batch, jax.random.key(1))
         bf16_losses.append(float(metrics["loss"] / metrics["count"]))
     assert np.all(np.isfinite(bf16_losses)) and bf16_losses[-1] < bf16_losses[0]
+
+
+def test_ema_follows_its_formula_and_is_what_evaluation_runs():
+    """Three steps with ema_decay 0.5: the average is min(0.5, (1+t)/(10+t)) = 0.1, 2/11, 0.25
+    of the old average plus the rest of the new weights, by hand from the states the steps
+    produced; eval_step runs the average, and without EMA the state keeps none."""
+    rng = np.random.default_rng(0)
+    batch = {"image": jnp.asarray(rng.integers(0, 256, (16, 32, 32, 3), np.uint8)),
+             "label": jnp.asarray(rng.integers(0, 10, 16).astype(np.int32)),
+             "mask": jnp.ones(16)}
+    config = Config(width_multiplier=0.1, num_classes=10, ema_decay=0.5, warmup_epochs=0)
+    training = steps.build(config, steps_per_epoch=10)
+    step = jax.jit(functools.partial(steps.train_step, config=config, schedule=training.schedule))
+    state = training.init_state(jax.random.key(0))
+    expected = {"params": state.params, "batch_stats": state.batch_stats}
+    for decay in (0.1, 2 / 11, 0.25):
+        state, _ = step(state, batch, jax.random.key(1))
+        new = {"params": state.params, "batch_stats": state.batch_stats}
+        expected = jax.tree.map(lambda a, v: decay * a + (1 - decay) * v, expected, new)
+        for a, b in zip(jax.tree.leaves(state.ema), jax.tree.leaves(expected)):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), state.ema["params"],
+                         state.params)
+    assert max(jax.tree.leaves(moved)) > 1e-3  # the average is not the weights themselves
+    metrics, _ = steps.eval_step(state, batch, config=config)
+    logits = state.apply_fn(state.ema, steps.normalize(batch["image"], config), train=False)
+    expected_loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).sum()
+    np.testing.assert_allclose(metrics["loss"], expected_loss, rtol=1e-5)
+    assert steps.build(config.replace(ema_decay=0.0)).init_state(jax.random.key(0)).ema is None
+
+
+def test_mixup_and_cutmix_train_against_mixed_targets():
+    """With mixup or CutMix on, the step's loss is the cross-entropy against targets that are
+    not one-hot, so it differs from the plain step on the same state and batch."""
+    rng = np.random.default_rng(0)
+    batch = {"image": jnp.asarray(rng.integers(0, 256, (16, 32, 32, 3), np.uint8)),
+             "label": jnp.asarray(np.arange(16) % 10, jnp.int32)}
+    losses = {}
+    for mixing in ({}, {"mixup_alpha": 1.0}, {"cutmix_alpha": 1.0}):
+        config = Config(width_multiplier=0.1, num_classes=10, augment=False, **mixing)
+        training = steps.build(config, steps_per_epoch=10)
+        _, metrics = steps.train_step(training.init_state(jax.random.key(0)), batch,
+                                      jax.random.key(1), config=config, schedule=training.schedule)
+        losses[tuple(mixing)] = float(metrics["loss"])
+    assert len(set(losses.values())) == 3 and all(np.isfinite(list(losses.values())))

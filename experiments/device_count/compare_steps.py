@@ -80,7 +80,8 @@ class StepVariants:
             def share(x, y):
                 logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
                                               x, train=True, mutable=["batch_stats"])
-                return (steps.cross_entropy(logits, y, config.num_classes).mean(),
+                targets = jax.nn.one_hot(y, config.num_classes)
+                return (steps.cross_entropy(logits, targets, config.label_smoothing).mean(),
                         updates["batch_stats"])
             losses, stats = jax.vmap(share)(split(images), split(batch["label"]))
             return losses.mean(), jax.tree.map(lambda s: s.mean(0), stats)
@@ -134,7 +135,7 @@ def main():
           f"{'per-dev BN':>10} {'other aug':>9} {'next batch':>10}")
     for alpha in map(float, args.alphas.split(",")):
         config = Config(width_multiplier=alpha, batch_size=32, lr=0.01, warmup_epochs=0,
-                        schedule="constant", augment=False)
+                        schedule="constant", augment=False, label_smoothing=0.0, ema_decay=0.0)
         variants = StepVariants(config)
         start = variants.training.init_state(jax.random.key(0))
         locals_ = list(data.train_batches(split, 32, seed=0, epoch=0))[:args.batches + 1]

@@ -24,7 +24,7 @@ def stem_gradient(model, variables, batch, as_argument, dtype=jnp.float32):
         images = data.normalize(batch["image"], 32, dtype=dtype)
         logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
                                 images, train=True, mutable=["batch_stats"])
-        return steps.cross_entropy(logits.astype(dtype), batch["label"], 100).mean()
+        return steps.cross_entropy(logits.astype(dtype), jax.nn.one_hot(batch["label"], 100)).mean()
     grad = jax.grad(loss)
     g = (jax.jit(grad)(variables["params"], batch) if as_argument
          else jax.jit(lambda p: grad(p, batch))(variables["params"]))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The α x stem-stride and resolution sweeps on the 6-class CIFAR-100 subset: 30 epochs, 2 seeds,
 # 10 % of the training split held out for the curves only, the test split evaluated once.
+# The recipe is the one all its runs used (the defaults before experiments/recipe/ changed them).
 #   bash experiments/subset_sweep/run.sh        (from the repository root; one run at a time)
 # ONLY=REGEX runs only the configurations whose names match; finished ones are never rerun.
 set -euo pipefail
@@ -16,6 +17,7 @@ one() {  # name, then train flags
     if [ ! -f "$OUT/$name-seed$seed.json" ]; then
       local start=$(date +%s.%N)
       python -m mobilenet_jax.train "$@" --seed "$seed" --epochs 30 --val-fraction 0.1 \
+        --batch-size 128 --warmup-epochs 2 --label-smoothing 0 --ema-decay 0 \
         --data-dir "$DATA" --offline --no-progress --workdir "$dir" > "$dir.log" 2>&1
       local wall=$(python -c "import time; print(round(time.time() - $start, 1))")
       python -m mobilenet_jax.evaluate --ckpt "$dir" --json "$OUT/$name-seed$seed.eval.json" > /dev/null
