@@ -336,12 +336,13 @@ def restore_step(step_dir, abstract_state) -> tuple[Any, Config, dict]:
         print(f"note: checkpoint {step_dir} has no {MANIFEST} (written before checkpoints "
               "carried one); restoring it unverified", file=sys.stderr)
     config = read_config(step_dir)
+    arrays = stored_arrays(abstract_state)
     try:
         with cli.stderr_held(SETTLE_S):  # a failure is reported once, in the error raised below
-            _check_shapes(step_dir, stored_arrays(abstract_state))
+            _check_shapes(step_dir, arrays)
             with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
                 restored = checkpointer.restore(step_dir, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(stored_arrays(abstract_state)),
+                    state=ocp.args.StandardRestore(arrays),
                     position=ocp.args.JsonRestore()))
     except CheckpointError:
         raise
