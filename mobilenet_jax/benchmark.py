@@ -14,7 +14,9 @@ XLA's own estimate of the compiled step's buffers), achieved GFLOP/s (train: 3 x
 mult-adds per image, inference: 2 x mult-adds) next to a measured float32 2048^3 matmul, and
 the input pipeline's cost per step: the on-device augmentation + normalisation timed alone,
 and the host-side batch creation (`data.train_batches` gather +
-`make_array_from_process_local_data`).
+`make_array_from_process_local_data`). Beside the clock, from getrusage over the timed steps:
+cores busy (process CPU time / wall time), page faults per step, and per step the context
+switches of waiting threads and of preempted ones (JSON only).
 """
 import argparse
 import json
@@ -44,9 +46,12 @@ STEPS_PER_EPOCH = 390        # CIFAR-100 train split / 128; only shapes the lr s
 
 def time_steps(step_fn, sync_fn, warmup=WARMUP, min_steps=MIN_STEPS, min_time_s=MIN_TIME_S,
                max_time_s=MAX_TIME_S):
-    """bench_util.time_steps: warm-up, then >= min_steps and >= min_time_s; median step time."""
+    """bench_util.time_steps: warm-up, then >= min_steps and >= min_time_s; median step time.
+    Also what the process did meanwhile, per timed step (clock-free, from getrusage): cores
+    busy, page faults, and context switches its threads gave up (waits) or were forced to."""
     for _ in range(warmup):
         sync_fn(step_fn())
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     times, start = [], time.perf_counter()
     while True:
         t = time.perf_counter()
@@ -56,10 +61,16 @@ def time_steps(step_fn, sync_fn, warmup=WARMUP, min_steps=MIN_STEPS, min_time_s=
         if ((n >= min_steps and elapsed >= min_time_s)
                 or (elapsed >= max_time_s and n >= min(MIN_STEPS_HARD, min_steps))):
             break
+    wall, end = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
     q = statistics.quantiles(times, n=4) if len(times) >= 4 else [min(times), 0, max(times)]
-    med = statistics.median(times)
-    return {"steps": len(times), "median_step_s": med, "min_step_s": min(times),
-            "iqr_rel": (q[2] - q[0]) / med}
+    med, n = statistics.median(times), len(times)
+    return {"steps": n, "median_step_s": med, "min_step_s": min(times),
+            "iqr_rel": (q[2] - q[0]) / med,
+            "cores_busy": (end.ru_utime + end.ru_stime - usage.ru_utime - usage.ru_stime) / wall,
+            "page_faults_per_step": (end.ru_minflt + end.ru_majflt - usage.ru_minflt
+                                     - usage.ru_majflt) / n,
+            "waits_per_step": (end.ru_nvcsw - usage.ru_nvcsw) / n,
+            "preemptions_per_step": (end.ru_nivcsw - usage.ru_nivcsw) / n}
 
 
 def machine_info() -> dict:
@@ -227,7 +238,8 @@ def parse_list(text, typ, name):
 
 def format_table(records) -> str:
     head = (f"{'mode':<6} {'alpha':>5} {'kernels':<14} {'batch':>5} {'img/s':>9} "
-            f"{'step ms':>8} {'GFLOP/s':>8} {'%peak':>6} {'compile s':>9} {'rss MB':>7}  notes")
+            f"{'step ms':>8} {'GFLOP/s':>8} {'%peak':>6} {'compile s':>9} {'rss MB':>7} "
+            f"{'cores':>5} {'faults':>6}  notes")
     lines = [head, "-" * len(head)]
     for r in records:
         if "error" in r:
@@ -242,7 +254,8 @@ def format_table(records) -> str:
         lines.append(f"{r['mode']:<6} {r['alpha']:>5} {kernels:<14} {r['batch']:>5} "
                      f"{r['img_per_s']:>9,.0f} {1000 * r['median_step_s']:>8.2f} "
                      f"{r['gflops']:>8.1f} {r['pct_of_peak']:>5.1f}% {r['compile_s']:>9.1f} "
-                     f"{r['memory']['max_rss_mb']:>7.0f}  {pipe}")
+                     f"{r['memory']['max_rss_mb']:>7.0f} {r['cores_busy']:>5.2f} "
+                     f"{r['page_faults_per_step']:>6.0f}  {pipe}")
     return "\n".join(lines)
 
 
@@ -347,7 +360,9 @@ def main(argv=None):
                            "resolution": args.resolution, "stem_stride": args.stem_stride,
                            "dtype": args.dtype,
                            "kernels": policies, "mode": args.mode, "smoke": args.smoke,
-                           "timing": timing, "command": " ".join(sys.argv)},
+                           "timing": timing,
+                           "command": " ".join(["python -m mobilenet_jax.benchmark",
+                                                *(sys.argv[1:] if argv is None else argv)])},
               "results": records}
     if args.json:
         with open(args.json, "w") as f:

@@ -1,8 +1,12 @@
 """The benchmark CLI runs end to end in smoke mode and writes the expected JSON (no speed checks)."""
 import json
+import mmap
 import subprocess
 import sys
+import time
 
+
+from mobilenet_jax.benchmark import time_steps
 from tests.conftest import REPO
 
 
@@ -15,6 +19,8 @@ def test_benchmark_smoke_writes_json(tmp_path):
     assert "img/s" in proc.stdout
     result = json.loads(out.read_text())
     assert {"machine", "matmul_peak", "settings", "results"} <= set(result)
+    assert result["settings"]["command"] == \
+        f"python -m mobilenet_jax.benchmark --smoke --kernels auto --json {out}"
     machine = result["machine"]
     assert {"cpu", "cpu_count", "backend", "device_kind", "versions"} <= set(machine)
     assert {"jax", "jaxlib", "flax", "optax", "python"} <= set(machine["versions"])
@@ -25,7 +31,8 @@ def test_benchmark_smoke_writes_json(tmp_path):
         assert "error" not in r, r
         for key in ("alpha", "kernels", "resolved", "batch", "img_per_s", "median_step_s",
                     "compile_s", "steps", "gflops", "pct_of_peak", "memory",
-                    "forward_mult_adds_per_image", "flops_per_image"):
+                    "forward_mult_adds_per_image", "flops_per_image", "cores_busy",
+                    "page_faults_per_step", "waits_per_step", "preemptions_per_step"):
             assert key in r, key
         assert r["img_per_s"] > 0 and r["memory"]["max_rss_mb"] > 0
         assert r["kernels"] == "auto" and r["resolved"] != "auto"
@@ -46,3 +53,21 @@ def test_benchmark_rejects_unknown_implementation():
         [sys.executable, "-m", "mobilenet_jax.benchmark", "--smoke", "--kernels", "nope"],
         cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "nope" in proc.stderr
+
+
+def test_time_steps_counts_what_the_process_did_per_step():
+    """A step that sleeps waits once and keeps no core busy; one that writes a fresh 16 MiB
+    anonymous mapping page-faults every 4 KiB page of it in."""
+    timing = dict(warmup=1, min_steps=5, min_time_s=0.0, max_time_s=5.0)
+    sleeping = time_steps(lambda: time.sleep(0.02), lambda x: x, **timing)
+    assert sleeping["waits_per_step"] >= 1
+    assert sleeping["cores_busy"] < 0.5
+    assert 0.015 < sleeping["median_step_s"] < 0.5
+
+    def touch():
+        with mmap.mmap(-1, 16 << 20) as buf:
+            for offset in range(0, len(buf), 4096):
+                buf[offset] = 1
+    touching = time_steps(touch, lambda x: x, **timing)
+    assert touching["page_faults_per_step"] >= (16 << 20) // 4096
+    assert sleeping["page_faults_per_step"] < 100
