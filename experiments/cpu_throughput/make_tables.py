@@ -10,10 +10,11 @@ import statistics
 import sys
 
 
-def rounds_of(folder, prefix="ours"):
+def rounds_of(folder, prefix="ours", peers_file="peers.jsonl"):
     """All peer records, and {round: (peer records, our records)} of a sitting, from
-    peers.jsonl (BENCH_REP) and <prefix>_<mode>_r<round>_a<alpha>.json."""
-    peers = [json.loads(line) for line in (folder / "peers.jsonl").read_text().splitlines()
+    `peers_file` (BENCH_REP) and <prefix>_<mode>_r<round>_a<alpha>.json."""
+    path = folder / peers_file
+    peers = [json.loads(line) for line in (path.read_text().splitlines() if path.exists() else [])
              if line.strip()]
     rounds = collections.defaultdict(lambda: ([], []))
     for p in peers:
@@ -72,17 +73,16 @@ def before_after(folder, reps, rounds):
             "|---|---|---|---|---|---|", *rows]
 
 
-PEERS = (("torch", "eager+cl"), ("torch", "compile+cl"), ("tf", "tffn"), ("tf", "tob"))
+# GLIBC_TUNABLES of the peers' second run (run_sitting.sh): what mobilenet_jax.hostmem sets.
+ALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
 
 
-def main(folder):
-    folder = pathlib.Path(folder)
-    all_peers, rounds = rounds_of(folder)
-    reps = sorted(r for r in rounds if rounds[r][1])
-    ours = rounds[reps[0]][1]  # the round with every kernel policy
+def versus_peers(all_peers, rounds, reps, ours, how):
+    """The table of ours against each peer and the best, per round and over rounds."""
     out = []
     peak = [p for p in all_peers if p.get("mode") == "gemm_peak"]
-    out.append("### Ours vs best peer (images/s, median step; median over rounds)\n")
+    out.append(f"### Ours vs best peer, the peers {how} (images/s, median step; "
+                "median over rounds)\n")
     out.append("| mode | batch | α | PyTorch eager+cl | PyTorch compile+cl | TF tffn | TF tob | "
                "best peer | ours (auto) | ours/best | ours/best per round | "
                "fastest step: ours/best per round |")
@@ -116,21 +116,39 @@ def main(folder):
     if peak:
         out.append(f"\nPyTorch 2048³ float32 matmul in the same sitting: "
                    f"{peak[-1]['gflops_median']:.0f} GFLOP/s (median).")
+    return out
+
+
+PEERS = (("torch", "eager+cl"), ("torch", "compile+cl"), ("tf", "tffn"), ("tf", "tob"))
+
+
+def main(folder):
+    folder = pathlib.Path(folder)
+    all_peers, rounds = rounds_of(folder)
+    reps = sorted(r for r in rounds if rounds[r][1])
+    ours = rounds[reps[0]][1]  # the round with every kernel policy
+    out = versus_peers(all_peers, rounds, reps, ours, "as their users run them")
+    alloc_peers, alloc_rounds = rounds_of(folder, peers_file="peers_alloc.jsonl")
+    if alloc_peers:  # the peers again, with the allocator settings ours uses
+        out += ["", *versus_peers(alloc_peers, {rep: (alloc_rounds.get(rep, ([], []))[0],
+                                                      rounds[rep][1]) for rep in reps},
+                                  reps, ours, "with ours' allocator settings (" + ALLOC + ")")]
     # The reference formulation: 'xla' in records written before the kernel policies.
     impls = sorted({policy(r) for r in ours if policy(r) != "auto"},
                    key=lambda s: (s not in ("xla", "reference"), s))
     reference = impls[0] if impls else "reference"
-    out.append(f"\n### Kernel policies (ours, round {reps[0]}, images/s; ratio vs "
-               f"'{reference}')\n")
-    out.append("| mode | α | " + " | ".join(impls) + f" | best/{reference} |")
-    out.append("|---|---|" + "---|" * (len(impls) + 1))
-    for mode in ("train", "infer"):
-        for a in sorted({r["alpha"] for r in ours if r["mode"] == mode}):
-            vals = {impl: (ours_at(ours, mode, a, impl) or {}).get("img_per_s", float("nan"))
-                    for impl in impls}
-            best = max(v for v in vals.values())
-            out.append(f"| {mode} | {a} | " + " | ".join(f"{vals[i]:,.0f}" for i in impls) +
-                       f" | {best / vals.get(reference, float('nan')):.1f}x |")
+    if impls:  # round 1 timed more policies than auto
+        out.append(f"\n### Kernel policies (ours, round {reps[0]}, images/s; ratio vs "
+                   f"'{reference}')\n")
+        out.append("| mode | α | " + " | ".join(impls) + f" | best/{reference} |")
+        out.append("|---|---|" + "---|" * (len(impls) + 1))
+        for mode in ("train", "infer"):
+            for a in sorted({r["alpha"] for r in ours if r["mode"] == mode}):
+                vals = {impl: (ours_at(ours, mode, a, impl) or {}).get("img_per_s", float("nan"))
+                        for impl in impls}
+                best = max(v for v in vals.values())
+                out.append(f"| {mode} | {a} | " + " | ".join(f"{vals[i]:,.0f}" for i in impls) +
+                           f" | {best / vals.get(reference, float('nan')):.1f}x |")
     out.append(f"\n### Ours in detail (auto, round {reps[0]})\n")
     out.append("| mode | α | img/s | step ms | GFLOP/s | % of jnp matmul peak | compile s | "
                "input pipeline % of step (device + host) |")

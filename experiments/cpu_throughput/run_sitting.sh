@@ -4,6 +4,8 @@
 # `python ../shared/bench/check_peers.py $OUT/peers.jsonl` says whether the sitting counts.
 # Run from the repository root. MODES="train infer" (the default) or one of them; ALPHAS_TRAIN,
 # ALPHAS_INFER; KERNELS: ours' kernel policies in round 1 (later rounds: auto).
+# ALLOC_PEERS=1 (the default) runs the peers a second time in every round with the allocator
+# settings ours uses (GLIBC_TUNABLES, into $OUT/peers_alloc.jsonl); ALLOC_PEERS=0 skips that.
 # BEFORE=DIR (another checkout, e.g. `git worktree add ../before <commit>`) times that code
 # right before ours in every round, with BEFORE_FLAGS (default: --depthwise auto).
 # Ours runs one process per alpha and mode, as a user's run would: the allocator is set per
@@ -15,6 +17,9 @@ MODES=${MODES:-train infer}
 ALPHAS_TRAIN=${ALPHAS_TRAIN:-0.1 0.25 1.0}
 ALPHAS_INFER=${ALPHAS_INFER:-0.1 1.0}
 KERNELS=${KERNELS:-auto,cpu,reference}
+ALLOC_PEERS=${ALLOC_PEERS:-1}
+# What mobilenet_jax/hostmem.py sets for every step (for steps past 64 MiB it adds one arena).
+ALLOC=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647
 BEFORE_FLAGS=${BEFORE_FLAGS:---depthwise auto}
 mkdir -p $OUT
 B=../shared/bench
@@ -30,18 +35,25 @@ ours() {  # mode alpha round kernels
   fi
   $PY -m mobilenet_jax.benchmark --alphas $2 --mode $1 --kernels $4 --json $OUT/ours_$1_r$3_a$2.json
 }
+peers() {  # mode alphas tf_variants: the peers as their users run them, then (ALLOC_PEERS=1)
+  # with ours' allocator settings
+  ~/venv-torch/bin/python $B/bench_torch.py --mode $1 --alphas $2 --variants eager+cl,compile+cl --out $OUT/peers.jsonl
+  ~/venv-tf/bin/python $B/bench_tf.py --mode $1 --alphas $2 --variants $3 --out $OUT/peers.jsonl
+  if [ "$ALLOC_PEERS" = 1 ]; then
+    GLIBC_TUNABLES=$ALLOC ~/venv-torch/bin/python $B/bench_torch.py --mode $1 --alphas $2 --variants eager+cl,compile+cl --out $OUT/peers_alloc.jsonl
+    GLIBC_TUNABLES=$ALLOC ~/venv-tf/bin/python $B/bench_tf.py --mode $1 --alphas $2 --variants $3 --out $OUT/peers_alloc.jsonl
+  fi
+}
 for rep in $(seq 1 $REPS); do
   export BENCH_REP=$rep
   kernels=auto
   [ $rep = 1 ] && kernels=$KERNELS
   if [[ $MODES == *train* ]]; then
-    ~/venv-torch/bin/python $B/bench_torch.py --mode train --alphas ${ALPHAS_TRAIN// /,} --variants eager+cl,compile+cl --out $OUT/peers.jsonl
-    ~/venv-tf/bin/python $B/bench_tf.py --mode train --alphas ${ALPHAS_TRAIN// /,} --variants tffn,tob --out $OUT/peers.jsonl
+    peers train ${ALPHAS_TRAIN// /,} tffn,tob
     for a in $ALPHAS_TRAIN; do ours train $a $rep $kernels; done
   fi
   if [[ $MODES == *infer* ]]; then
-    ~/venv-torch/bin/python $B/bench_torch.py --mode infer --alphas ${ALPHAS_INFER// /,} --variants eager+cl,compile+cl --out $OUT/peers.jsonl
-    ~/venv-tf/bin/python $B/bench_tf.py --mode infer --alphas ${ALPHAS_INFER// /,} --variants tffn --out $OUT/peers.jsonl
+    peers infer ${ALPHAS_INFER// /,} tffn
     for a in $ALPHAS_INFER; do ours infer $a $rep $kernels; done
   fi
   date -u
