@@ -5,7 +5,6 @@ import subprocess
 import sys
 import time
 
-
 from mobilenet_jax.benchmark import time_steps
 from tests.conftest import REPO
 
