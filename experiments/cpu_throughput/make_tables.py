@@ -73,6 +73,7 @@ def before_after(folder, reps, rounds):
             "|---|---|---|---|---|---|", *rows]
 
 
+PEERS = (("torch", "eager+cl"), ("torch", "compile+cl"), ("tf", "tffn"), ("tf", "tob"))
 # GLIBC_TUNABLES of the peers' second run (run_sitting.sh): what mobilenet_jax.hostmem sets.
 ALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
 
@@ -117,9 +118,6 @@ def versus_peers(all_peers, rounds, reps, ours, how):
         out.append(f"\nPyTorch 2048³ float32 matmul in the same sitting: "
                    f"{peak[-1]['gflops_median']:.0f} GFLOP/s (median).")
     return out
-
-
-PEERS = (("torch", "eager+cl"), ("torch", "compile+cl"), ("tf", "tffn"), ("tf", "tob"))
 
 
 def main(folder):
