@@ -30,17 +30,19 @@ def cutmix(images, targets, lam, partner, centre):
 def mix_batch(images, targets, rng, mixup_alpha: float, cutmix_alpha: float):
     """Mixup with lam ~ Beta(mixup_alpha, mixup_alpha), or CutMix with lam ~ Beta(cutmix_alpha,
     cutmix_alpha); with both alphas > 0, one of the two per batch at even odds. Partners are a
-    random permutation of the batch."""
+    random permutation of the batch. At least one alpha must be > 0."""
     n, h, w, _ = images.shape
     perm_rng, choice_rng, mix_rng, cut_rng, centre_rng = jax.random.split(rng, 5)
     partner = jax.random.permutation(perm_rng, n)
-    centre = jax.random.randint(centre_rng, (2,), 0, jnp.array([h, w]))
-    if not cutmix_alpha:
-        return mixup(images, targets, jax.random.beta(mix_rng, mixup_alpha, mixup_alpha), partner)
-    cut = cutmix(images, targets, jax.random.beta(cut_rng, cutmix_alpha, cutmix_alpha),
-                 partner, centre)
-    if not mixup_alpha:
-        return cut
-    mix = mixup(images, targets, jax.random.beta(mix_rng, mixup_alpha, mixup_alpha), partner)
+    options = []  # (images, targets) of CutMix, then of mixup
+    if cutmix_alpha:
+        centre = jax.random.randint(centre_rng, (2,), 0, jnp.array([h, w]))
+        options.append(cutmix(images, targets, jax.random.beta(cut_rng, cutmix_alpha,
+                                                               cutmix_alpha), partner, centre))
+    if mixup_alpha:
+        options.append(mixup(images, targets, jax.random.beta(mix_rng, mixup_alpha, mixup_alpha),
+                             partner))
+    if len(options) == 1:
+        return options[0]
     use_cutmix = jax.random.bernoulli(choice_rng)
-    return jax.tree.map(lambda c, m: jnp.where(use_cutmix, c, m), cut, mix)
+    return jax.tree.map(lambda c, m: jnp.where(use_cutmix, c, m), *options)
