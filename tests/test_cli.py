@@ -160,22 +160,45 @@ def small_filesystem(tmp_path):
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
-@pytest.mark.parametrize("size,saved_before", [("1600k", 1), ("200k", 0)])
-def test_disk_full_while_saving_is_one_line_and_keeps_the_last_checkpoint(
-        subset_dir, small_filesystem, size, saved_before):
-    """A workdir on a filesystem that fills up at the second save (or at the first): exit 2
-    with one line, the checkpoints before it intact and `latest`, nothing half-written."""
-    workdir = small_filesystem(size) / "run"
-    result = run(["mobilenet_jax.train", "--alpha", "0.1", "--batch-size", "32", "--split",
-                  "train[:10%]", "--epochs", "5", "--data-dir", subset_dir, "--offline",
-                  "--no-progress", "--workdir", str(workdir)], workdir.parent)
-    assert_one_line_error(result, "disk is full")
-    checkpoints = workdir / "checkpoints"
+def _disk_full_train(workdir, subset_dir, *flags):
+    return run(["mobilenet_jax.train", "--alpha", "0.1", "--batch-size", "32", "--split",
+                "train[:10%]", "--epochs", "5", "--data-dir", subset_dir, "--offline",
+                "--no-progress", "--workdir", str(workdir), *flags], workdir.parent)
+
+
+def _assert_checkpoints_left(checkpoints, count):
     left = ckpt_lib.step_dirs(checkpoints)
-    assert len(left) == saved_before, [p.name for p in checkpoints.iterdir()]
+    assert len(left) == count, [p.name for p in checkpoints.iterdir()]
     assert not list(checkpoints.glob("*orbax-checkpoint-tmp*"))
-    if saved_before:
+    if count:
         assert ckpt_lib.verify(left[0]) and (checkpoints / "latest").resolve() == left[0]
+
+
+def test_disk_full_at_the_first_save_is_one_line(subset_dir, small_filesystem):
+    """A workdir on a filesystem too small for one checkpoint: exit 2 with one line, nothing
+    half-written left."""
+    workdir = small_filesystem("200k") / "run"
+    assert_one_line_error(_disk_full_train(workdir, subset_dir), "disk is full")
+    _assert_checkpoints_left(workdir / "checkpoints", 0)
+
+
+def test_disk_full_at_a_later_save_keeps_the_last_checkpoint(subset_dir, small_filesystem):
+    """The filesystem fills up at the second save: exit 2 with one line, the first checkpoint
+    intact and `latest`, nothing half-written. The first checkpoint is written with room to
+    spare (a save's transient peak varies), then the filesystem is shrunk to less free space
+    than a checkpoint takes (~1 MB at alpha 0.1) and the run resumed."""
+    fs = small_filesystem("20m")
+    workdir = fs / "run"
+    first = _disk_full_train(workdir, subset_dir, "--max-steps", "8")
+    assert first.returncode == 0, first.stderr[-2000:]
+    stat = os.statvfs(fs)
+    used_kib = (stat.f_blocks - stat.f_bfree) * stat.f_frsize // 1024
+    remount = subprocess.run(["mount", "-o", f"remount,size={used_kib + 300}k", str(fs)],
+                             capture_output=True, text=True)
+    assert remount.returncode == 0, remount.stderr
+    result = _disk_full_train(workdir, subset_dir)
+    assert_one_line_error(result, "disk is full")
+    _assert_checkpoints_left(workdir / "checkpoints", 1)
 
 
 def test_read_only_workdir_is_one_line(subset_dir, small_filesystem):
