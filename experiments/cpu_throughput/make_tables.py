@@ -74,8 +74,6 @@ def before_after(folder, reps, rounds):
 
 
 PEERS = (("torch", "eager+cl"), ("torch", "compile+cl"), ("tf", "tffn"), ("tf", "tob"))
-# GLIBC_TUNABLES of the peers' second run (run_sitting.sh): what mobilenet_jax.hostmem sets.
-ALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
 
 
 def versus_peers(all_peers, rounds, reps, ours, how):
@@ -130,7 +128,7 @@ def main(folder):
     if alloc_peers:  # the peers again, with the allocator settings ours uses
         out += ["", *versus_peers(alloc_peers, {rep: (alloc_rounds.get(rep, ([], []))[0],
                                                       rounds[rep][1]) for rep in reps},
-                                  reps, ours, "with ours' allocator settings (" + ALLOC + ")")]
+                                  reps, ours, "with ours' allocator settings (run_sitting.sh's ALLOC)")]
     # The reference formulation: 'xla' in records written before the kernel policies.
     impls = sorted({policy(r) for r in ours if policy(r) != "auto"},
                    key=lambda s: (s not in ("xla", "reference"), s))

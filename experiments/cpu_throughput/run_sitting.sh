@@ -35,14 +35,13 @@ ours() {  # mode alpha round kernels
   fi
   $PY -m mobilenet_jax.benchmark --alphas $2 --mode $1 --kernels $4 --json $OUT/ours_$1_r$3_a$2.json
 }
-peers() {  # mode alphas tf_variants: the peers as their users run them, then (ALLOC_PEERS=1)
-  # with ours' allocator settings
-  ~/venv-torch/bin/python $B/bench_torch.py --mode $1 --alphas $2 --variants eager+cl,compile+cl --out $OUT/peers.jsonl
-  ~/venv-tf/bin/python $B/bench_tf.py --mode $1 --alphas $2 --variants $3 --out $OUT/peers.jsonl
-  if [ "$ALLOC_PEERS" = 1 ]; then
-    GLIBC_TUNABLES=$ALLOC ~/venv-torch/bin/python $B/bench_torch.py --mode $1 --alphas $2 --variants eager+cl,compile+cl --out $OUT/peers_alloc.jsonl
-    GLIBC_TUNABLES=$ALLOC ~/venv-tf/bin/python $B/bench_tf.py --mode $1 --alphas $2 --variants $3 --out $OUT/peers_alloc.jsonl
-  fi
+peers_into() {  # file mode alphas tf_variants
+  ~/venv-torch/bin/python $B/bench_torch.py --mode $2 --alphas $3 --variants eager+cl,compile+cl --out $OUT/$1
+  ~/venv-tf/bin/python $B/bench_tf.py --mode $2 --alphas $3 --variants $4 --out $OUT/$1
+}
+peers() {  # mode alphas tf_variants: as their users run them, then (ALLOC_PEERS=1) with ours' allocator settings
+  peers_into peers.jsonl "$@"
+  if [ "$ALLOC_PEERS" = 1 ]; then GLIBC_TUNABLES=$ALLOC peers_into peers_alloc.jsonl "$@"; fi
 }
 for rep in $(seq 1 $REPS); do
   export BENCH_REP=$rep

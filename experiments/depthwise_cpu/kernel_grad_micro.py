@@ -13,8 +13,6 @@ input xp and the output gradient g, both materialised first as in `layers._depth
 Prints milliseconds per call (median) and each form's largest difference from `taps`.
 """
 import argparse
-import statistics
-import time
 
 from mobilenet_jax import hostmem
 
@@ -23,6 +21,7 @@ hostmem.keep_freed_memory(1 << 30)  # as the CLIs do, before JAX starts
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from mobilenet_jax.benchmark import time_steps  # noqa: E402
 from mobilenet_jax.layers import _window, materialize  # noqa: E402
 
 # (input side, channels, stride) of α=1.0's depthwise layers at a 16x16 stem output.
@@ -68,22 +67,12 @@ def grouped(xp, g, s):
 FORMS = {"taps": taps, "variadic": variadic, "variadic x2": variadic_halves, "grouped": grouped}
 
 
-def time_ms(fn, args, reps):
-    fn(*args).block_until_ready()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn(*args).block_until_ready()
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--reps", type=int, default=30)
     a = p.parse_args()
-    print(f"| layer (side, C, stride) | " + " | ".join(FORMS) + " | largest |diff| from taps |")
+    print("| layer (side, C, stride) | " + " | ".join(FORMS) + " | largest |diff| from taps |")
     print("|---|" + "---|" * (len(FORMS) + 1))
     total = dict.fromkeys(FORMS, 0.0)
     for side, c, s in LAYERS:
@@ -92,7 +81,9 @@ def main():
         ms, results = {}, {}
         for name, form in FORMS.items():
             fn = jax.jit(form, static_argnums=2)
-            ms[name] = time_ms(fn, (xp, g, s), a.reps)
+            ms[name] = 1000 * time_steps(lambda: fn(xp, g, s), jax.block_until_ready, warmup=1,
+                                         min_steps=a.reps, min_time_s=0.0,
+                                         max_time_s=float("inf"))["median_step_s"]
             results[name] = fn(xp, g, s)
             total[name] += COUNT.get((side, c, s), 1) * ms[name]
         diff = max(float(jnp.max(jnp.abs(results[n] - results["taps"]))) for n in FORMS)
