@@ -7,43 +7,21 @@ Pure functions for reuse from other JAX code (no hidden state; fine under jit, g
     logits = apply_fn(variables, images)                                  # eval mode
     logits, batch_stats = apply_fn(variables, images, train=True, rng=key)  # train mode
 """
-from typing import Callable, Optional, Sequence, Tuple
-
-import jax
+import importlib
 
 from mobilenet_jax.config import Config
-from mobilenet_jax.layers import KERNELS, ConvKernels
-from mobilenet_jax.model import DepthwiseSeparable, MobileNetV1, probabilities, scaled_channels
+
+# Loaded on first use, so that importing the package (or its Config) does not import Flax.
+_LAZY = {"ConvKernels": "models.layers", "KERNELS": "models.layers",
+         "MobileNetV1": "models.mobilenet", "DepthwiseSeparable": "models.mobilenet",
+         "probabilities": "models.mobilenet", "scaled_channels": "models.spec",
+         "create_model": "models.functional", "functions": "models.functional"}
 
 __all__ = ["Config", "ConvKernels", "KERNELS", "MobileNetV1", "DepthwiseSeparable",
            "create_model", "functions", "probabilities", "scaled_channels"]
 
 
-def create_model(config: Optional[Config] = None, **overrides) -> MobileNetV1:
-    """The network of a run configuration (keyword overrides replace config fields)."""
-    config = (config or Config()).replace(**overrides)
-    return MobileNetV1(**config.model_kwargs())
-
-
-def functions(config: Optional[Config] = None, **overrides) -> Tuple[Callable, Callable]:
-    """(init, apply) pure functions of the network of `config`.
-
-    init(rng, input_shape) -> variables ({'params', 'batch_stats'})
-    apply(variables, images, train=False, rng=None, features_only=False)
-        -> logits (eval), or (logits, new_batch_stats) with train=True; `rng` drives dropout.
-    """
-    model = create_model(config, **overrides)
-
-    def init(rng: jax.Array, input_shape: Sequence[int]) -> dict:
-        return dict(model.init(rng, jax.numpy.zeros(input_shape, jax.numpy.float32)))
-
-    def apply(variables, images, train: bool = False, rng: Optional[jax.Array] = None,
-              features_only: bool = False):
-        rngs = {"dropout": rng} if rng is not None else {}
-        if not train:
-            return model.apply(variables, images, train=False, features_only=features_only)
-        out, updates = model.apply(variables, images, train=True, features_only=features_only,
-                                   rngs=rngs, mutable=["batch_stats"])
-        return out, updates["batch_stats"]
-
-    return init, apply
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'mobilenet_jax' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"mobilenet_jax.{_LAZY[name]}"), name)

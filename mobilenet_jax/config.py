@@ -8,10 +8,11 @@ import json
 import math
 from typing import Optional
 
-from mobilenet_jax.data import CIFAR100_MEAN, CIFAR100_STD
-from mobilenet_jax.layers import KERNEL_CHOICES, resolve_kernels
-from mobilenet_jax.model import BLOCK_TYPES, check_model_args
+from mobilenet_jax.models.spec import BLOCK_TYPES, KERNEL_CHOICES, check_model_args, resolve_kernels
 
+# Per-channel mean and standard deviation of the CIFAR-100 training images, pixels in [0, 1].
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("cosine", "step", "constant")

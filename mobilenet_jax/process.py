@@ -1,22 +1,100 @@
-"""Keep freed host memory inside the process, so XLA:CPU's per-step buffers stay mapped.
+"""Process-wide settings, made only by the command entry points (never by importing or calling
+the library): the allocator, quiet third-party start-up and failure logs, stop signals.
 
-XLA:CPU allocates a step's temporary buffer (tens to hundreds of MB) afresh for every call
-and frees it after. glibc serves blocks that large with mmap and returns them with munmap,
-so every step page-faults the whole buffer in again (experiments/host_memory). Telling glibc
-never to mmap (the heap serves everything) and never to trim the heap makes the freed buffer
-reusable by the next step. The cost: the process keeps its peak memory until it exits, which
-is what a training or benchmark process does anyway. Called by the command-line entry points,
-not on import: it changes the allocator of the whole process.
+Allocator: XLA:CPU allocates a step's temporary buffer (tens to hundreds of MB) afresh for
+every call and frees it after. glibc serves blocks that large with mmap and returns them with
+munmap, so every step page-faults the whole buffer in again (experiments/host_memory). Telling
+glibc never to mmap (the heap serves everything) and never to trim the heap makes the freed
+buffer reusable by the next step. The cost: the process keeps its peak memory until it exits,
+which is what a training or benchmark process does anyway.
 """
+import contextlib
 import ctypes
-import functools
+import logging
+import os
+import signal
 import sys
+import warnings
+from typing import Optional
 
-import jax
-import jax.numpy as jnp
 
-from mobilenet_jax.config import Config
-from mobilenet_jax.model import MobileNetV1
+def quiet_tensorflow() -> None:
+    """Before TensorFlow is first imported (tfds and the TFLite converter import it): no
+    start-up banner. Its oneDNN line is logged whatever TF_CPP_MIN_LOG_LEVEL says, and that
+    first log line brings absl's "before InitializeLog" warning; oneDNN only changes how
+    TensorFlow computes, which here is reading data and converting models."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def quiet_library_logs() -> None:
+    """Third-party logs that repeat what a command reports itself, in one line: tfds's
+    warnings and orbax's errors with their tracebacks (both log through absl), and after a
+    failed orbax save or restore, its other tasks and coroutines that failed too, and its
+    reads that finish after it closed their event loop, which asyncio and Python would report
+    one traceback each, after the command's error line. Other unraisable errors are still
+    reported."""
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.FATAL)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", "coroutine '.*' was never awaited", RuntimeWarning)
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_orbax", False):
+        return
+
+    def hook(unraisable):
+        code = getattr(unraisable.object, "cr_code", None)
+        orbax_coroutine = code is not None and "orbax" in code.co_filename
+        closed_loop = (isinstance(unraisable.exc_value, RuntimeError)
+                       and str(unraisable.exc_value) == "Event loop is closed")
+        if not (orbax_coroutine or closed_loop):
+            previous(unraisable)
+    hook.drops_orbax = True
+    sys.unraisablehook = hook
+
+
+def start_command() -> None:
+    """What every command's `main` does first (the library imports TensorFlow only when it
+    reads a TFDS dataset or converts a model, later)."""
+    quiet_tensorflow()
+    quiet_library_logs()
+
+
+@contextlib.contextmanager
+def stderr_dropped():
+    """Drop what anything (Python or native code, any thread) writes to stderr meanwhile: for
+    the TFLite converter's and interpreter's logs, which no setting turns off."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class StopSignals:
+    """SIGINT / SIGTERM set a flag (the training loop then checkpoints and returns) instead of
+    killing the process; the previous handlers come back on close."""
+
+    def __init__(self):
+        self.received: Optional[str] = None
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+
+    def __call__(self) -> Optional[str]:
+        """The name of the signal received, or None."""
+        return self.received
+
+    def close(self):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
 
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc's mallopt numbers (malloc.h)
 # XLA's worker threads allocate from glibc's per-thread arenas, whose heaps hold at most
@@ -37,7 +115,7 @@ def keep_freed_memory(step_bytes: int = 0) -> bool:
     every thread allocates from the main arena instead, whose heap grows without that limit:
     faster for large steps, but the shared lock makes small ones slower (experiments/
     host_memory). Call it before JAX starts its backend: a thread keeps the arena it first
-    allocated from.
+    allocated from. `models.memory.estimated_step_bytes` estimates the step's buffer.
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -50,17 +128,3 @@ def keep_freed_memory(step_bytes: int = 0) -> bool:
     if applied and needs_single_arena(step_bytes):
         applied = bool(mallopt(M_ARENA_MAX, 1))
     return applied
-
-
-def estimated_step_bytes(config: Config, batch_size: int, train: bool = True) -> int:
-    """About how large XLA:CPU's temporary buffer for one step of `batch_size` will be, from
-    the model's layer outputs (`jax.eval_shape`: nothing runs, no backend starts). Training
-    keeps every layer output for the backward, inference a few at a time; the factors are
-    XLA's measured ratios (experiments/host_memory)."""
-    model = MobileNetV1(**config.model_kwargs(backend="cpu"))  # asking JAX would start it
-    image = jax.ShapeDtypeStruct((1, config.resolution, config.resolution, 3), jnp.float32)
-    variables = jax.eval_shape(functools.partial(model.init, capture_intermediates=True),
-                               jax.eval_shape(jax.random.key, 0), image)
-    sizes = [leaf.size * leaf.dtype.itemsize
-             for leaf in jax.tree.leaves(variables["intermediates"])]
-    return int(batch_size * (1.5 * sum(sizes) if train else 2.5 * max(sizes)))

@@ -2,104 +2,31 @@
 
     python -m mobilenet_jax.summary --alpha 0.5 --resolution 224 --num-classes 1000
 
-Counted analytically from the layer shapes of the real module (traced with `jax.eval_shape`,
-nothing is computed): a conv or dense layer costs (kernel size) x (output positions) mult-adds,
-as in the paper's Table 6/7. Parameters are conv and dense weights (and the dense bias);
-BatchNorm scale/offset are a column of their own.
+Counted analytically from the layer shapes of the real module, nothing computed
+(models/summary.py says how).
 """
-import math
-from typing import NamedTuple
+from mobilenet_jax import cli, process
+from mobilenet_jax.config import Config
+from mobilenet_jax.models.mobilenet import MobileNetV1
+from mobilenet_jax.models.summary import format_table, summarize
 
-import jax
-import jax.numpy as jnp
-from flax import traverse_util
-
-from mobilenet_jax import cli
-from mobilenet_jax.model import MobileNetV1
-
-
-class Layer(NamedTuple):
-    name: str
-    output_shape: tuple
-    params: int
-    bn_params: int
-    mult_adds: int
-
-
-def summarize(model: MobileNetV1, resolution: int) -> list[Layer]:
-    """One row per conv / dense layer, with its BatchNorm parameters on the same row."""
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-        raise ValueError(f"resolution must be an integer >= 1, got {resolution!r}")
-    x = jax.ShapeDtypeStruct((1, resolution, resolution, 3), jnp.float32)
-
-    def init(x):
-        return model.init(jax.random.key(0), x, capture_intermediates=True)
-
-    variables = jax.eval_shape(init, x)
-    outputs = traverse_util.flatten_dict(variables["intermediates"], sep="/")
-    params = traverse_util.flatten_dict(variables["params"], sep="/")
-    rows = []
-    for path, leaf in params.items():
-        module, kind = path.rsplit("/", 1)
-        if kind != "kernel":
-            continue
-        out_shape = outputs[module + "/__call__"][0].shape[1:]
-        positions = math.prod(out_shape[:-1])  # spatial positions (1 for the dense layer)
-        n = math.prod(leaf.shape)
-        bias = params.get(module + "/bias")
-        bn = params.get(module + "_bn/scale")
-        rows.append(Layer(module, tuple(out_shape),
-                          n + (math.prod(bias.shape) if bias is not None else 0),
-                          2 * math.prod(bn.shape) if bn is not None else 0,
-                          n * positions))
-    return sorted(rows, key=_network_order)
-
-
-def _network_order(row: Layer):
-    """stem, block1 .. block13 (depthwise, pointwise_hidden, pointwise), classifier."""
-    head, _, layer = row.name.partition("/")
-    if head == "stem":
-        return (0, 0, 0)
-    if head.startswith("block"):
-        return (1, int(head[len("block"):]),
-                ["depthwise", "pointwise_hidden", "pointwise"].index(layer))
-    return (2, 0, 0)
-
-
-def totals(rows: list[Layer]) -> dict:
-    return {"params": sum(r.params for r in rows), "bn_params": sum(r.bn_params for r in rows),
-            "mult_adds": sum(r.mult_adds for r in rows)}
-
-
-def format_table(rows: list[Layer]) -> str:
-    lines = [f"{'layer':<28} {'output':>16} {'params':>12} {'bn params':>10} {'mult-adds':>14}"]
-    for r in rows:
-        shape = "x".join(map(str, r.output_shape))
-        lines.append(f"{r.name:<28} {shape:>16} {r.params:>12,} {r.bn_params:>10,} "
-                     f"{r.mult_adds:>14,}")
-    t = totals(rows)
-    lines.append(f"{'total':<28} {'':>16} {t['params']:>12,} {t['bn_params']:>10,} "
-                 f"{t['mult_adds']:>14,}")
-    lines.append(f"= {t['params']:,} conv+FC parameters ({t['params'] / 1e6:.1f}M), "
-                 f"{t['mult_adds']:,} mult-adds per image ({t['mult_adds'] / 1e6:.0f}M)")
-    return "\n".join(lines)
+MODEL_FLAGS = ("width_multiplier", "resolution", "num_classes", "block", "stem_stride")
 
 
 def main(argv=None):
+    process.start_command()
     parser = cli.parser("mobilenet_jax.summary", __doc__)
-    parser.add_argument("--alpha", type=float, default=1.0, help="width multiplier (default 1.0)")
-    parser.add_argument("--resolution", type=int, default=224, help="input size NxN (default 224)")
-    parser.add_argument("--num-classes", type=int, default=1000, help="classes (default 1000)")
-    parser.add_argument("--block", default="paper", help="paper (default) or seed")
-    parser.add_argument("--stem-stride", type=int, default=2, help="1 or 2 (default 2)")
+    # The paper's setting (ImageNet, 224x224) by default: its Tables 1, 2 and 6-8.
+    cli.add_config_flags(parser, names=MODEL_FLAGS, defaults={"resolution": 224,
+                                                              "num_classes": 1000})
     args = parser.parse_args(argv)
     try:
-        model = MobileNetV1(num_classes=args.num_classes, width_multiplier=args.alpha,
-                            block=args.block, stem_stride=args.stem_stride)
-        rows = summarize(model, args.resolution)
+        config = Config(**{name: getattr(args, name) for name in MODEL_FLAGS})
+        model = MobileNetV1(**config.replace(kernels="reference").model_kwargs())
+        rows = summarize(model, config.resolution)
     except ValueError as e:
         cli.fail(str(e))
-    print(f"MobileNet v1, alpha={args.alpha}, {args.resolution}x{args.resolution}, "
+    print(f"MobileNet v1, alpha={args.width_multiplier}, {args.resolution}x{args.resolution}, "
           f"{args.num_classes} classes, {args.block} block, stem stride {args.stem_stride}")
     print(format_table(rows))
 

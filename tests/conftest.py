@@ -1,15 +1,25 @@
+import contextlib
+import fcntl
+import importlib
+import io
+import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import traceback
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# Compile each shape once for the whole suite (subprocess CLI tests inherit it too).
+# Compile each shape once for the whole suite: every test process (the xdist workers and the
+# commands they start) shares this cache.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".pytest_cache" / "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# What the commands set for themselves (process.quiet_tensorflow), for the library calls here.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # The genuine 6-class CIFAR-100 subset laid beside the checkout (never copied into it).
 SUBSET_DIR = pathlib.Path(os.environ.get(
     "MOBILENET_JAX_SUBSET_DIR", REPO.parent / "shared" / "data" / "cifar100-6class-tfds"))
@@ -33,9 +43,29 @@ E2E_FLAGS = ["--alpha", "0.25", "--epochs", "10", "--batch-size", "64", "--val-f
 MIN_TEST_TOP1 = 0.40
 
 
-def run(args, cwd, timeout=600, **kw):
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, **kw)
+def run(args, cwd, timeout=600, env=None, process=False):
+    """`python -m <args>` in `cwd`: its exit code, stdout and stderr. In this process
+    (`main(argv)`, SystemExit caught) unless `process` or `env` asks for a real one, for what
+    only a process shows: its start-up, its environment, what its threads print up to its
+    exit."""
+    if process or env is not None:
+        return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True,
+                              text=True, timeout=timeout, env=env)
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                importlib.import_module(args[0]).main(list(args[1:]))
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+            except Exception:  # noqa: BLE001 - as the interpreter would report it
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def assert_one_line_error(result, *fragments):
@@ -47,10 +77,32 @@ def assert_one_line_error(result, *fragments):
         assert fragment in last, last
 
 
+def built_once(tmp_path_factory, name: str, build) -> pathlib.Path:
+    """`build(directory)` once per test session, by whichever test process asks first; the
+    others wait for it and share the directory (read it; write only files of their own)."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the session's
+    directory = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (directory / ".built").exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            build(directory)
+            (directory / ".built").touch()
+    return directory
+
+
 @pytest.fixture(scope="session")
 def trained_run(subset_dir, tmp_path_factory):
     """A run trained in its cwd (the default workdir) on the subset: (cwd, train's result)."""
-    cwd = tmp_path_factory.mktemp("run")
-    result = run(["mobilenet_jax.train", *E2E_FLAGS, "--data-dir", subset_dir], cwd)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return cwd, result
+    def train(cwd):
+        result = run(["mobilenet_jax.train", *E2E_FLAGS, "--data-dir", subset_dir], cwd)
+        assert result.returncode == 0, result.stderr[-2000:]
+        (cwd / "train_result.json").write_text(json.dumps(
+            {"stdout": result.stdout, "stderr": result.stderr}))
+
+    cwd = built_once(tmp_path_factory, "trained_run", train)
+    saved = json.loads((cwd / "train_result.json").read_text())
+    return cwd, subprocess.CompletedProcess(["mobilenet_jax.train"], 0, saved["stdout"],
+                                            saved["stderr"])

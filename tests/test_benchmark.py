@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from mobilenet_jax.benchmark import time_steps
+from mobilenet_jax.benchmarks.timing import time_steps
 from tests.conftest import REPO
 
 

@@ -11,9 +11,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from mobilenet_jax import Config, steps
-from mobilenet_jax import checkpoint as ckpt_lib
-from mobilenet_jax.evaluate import load_state
+from mobilenet_jax import Config
+from mobilenet_jax.core import steps
+from mobilenet_jax.core import checkpoint as ckpt_lib
+from mobilenet_jax.core.restore import restore
 
 CONFIG = Config(width_multiplier=0.1, num_classes=10)
 
@@ -50,7 +51,8 @@ def test_resolve_accepts_every_form(tmp_path, form):
 
 def test_restore_round_trips_the_state(tmp_path):
     save_steps(tmp_path / "checkpoints", [4])
-    state, config, position, _ = load_state(tmp_path / "checkpoints" / "4")
+    restored = restore(tmp_path / "checkpoints" / "4")
+    state, config, position = restored.state, restored.config, restored.position
     original = make_state()
     assert config == CONFIG and position["step"] == 4 and int(state.step) == 4
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(original.params)):
@@ -78,7 +80,8 @@ def test_checkpoint_from_before_the_moving_average_restores(tmp_path):
     for name in ("ema_decay", "mixup_alpha", "cutmix_alpha"):
         del stored[name]
     config_file.write_text(json.dumps(stored))
-    state, config, _, _ = load_state(step_dir)
+    restored = restore(step_dir)
+    state, config = restored.state, restored.config
     assert config.ema_decay == 0 and state.ema is None and int(state.step) == 1
 
 
@@ -109,14 +112,14 @@ def test_corrupt_checkpoint_is_a_checkpoint_error(tmp_path, manifest):
             f.write_bytes(b"garbage")
     match = "is corrupt: state/" if manifest else "cannot be restored|unreadable"
     with pytest.raises(ckpt_lib.CheckpointError, match=match):
-        load_state(step_dir)
+        restore(step_dir)
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     save_steps(tmp_path / "checkpoints", [1])
     step_dir = tmp_path / "checkpoints" / "1"
     with pytest.raises(ckpt_lib.CheckpointError, match="width_multiplier=0.1.*0.25"):
-        load_state(step_dir, {"width_multiplier": 0.25})
+        restore(step_dir, {"width_multiplier": 0.25})
     # a checkpoint whose stored config was altered no longer fits its arrays: refused as
     # corrupt, and, with a manifest written for the altered files, by comparing shapes
     config_file = step_dir / "config" / "metadata"  # the JsonSave file
@@ -124,16 +127,16 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     config["width_multiplier"] = 0.25
     config_file.write_text(json.dumps(config))
     with pytest.raises(ckpt_lib.CheckpointError, match="is corrupt: config/metadata"):
-        load_state(step_dir)
+        restore(step_dir)
     ckpt_lib.write_manifest(step_dir)
     with pytest.raises(ckpt_lib.CheckpointError, match="other names or shapes"):
-        load_state(step_dir)
+        restore(step_dir)
 
 
 def test_free_flags_may_differ(tmp_path):
     save_steps(tmp_path / "checkpoints", [1])
-    state, config, _, _ = load_state(tmp_path / "checkpoints" / "1", {"kernels": "reference"})
-    assert config.kernels == "reference"
+    assert restore(tmp_path / "checkpoints" / "1", {"kernels": "reference"}).config.kernels == \
+        "reference"
 
 
 @pytest.mark.parametrize("depthwise,kernels", [("xla", "reference"), ("vjp", "cpu"),
@@ -146,7 +149,8 @@ def test_checkpoint_with_a_depthwise_config_restores(tmp_path, depthwise, kernel
     stored = json.loads(config_file.read_text())
     del stored["kernels"]
     config_file.write_text(json.dumps({**stored, "depthwise": depthwise}))
-    state, config, _, _ = load_state(tmp_path / "checkpoints" / "1")
+    restored = restore(tmp_path / "checkpoints" / "1")
+    state, config = restored.state, restored.config
     assert config.kernels == kernels and config.width_multiplier == CONFIG.width_multiplier
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(make_state().params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -154,7 +158,7 @@ def test_checkpoint_with_a_depthwise_config_restores(tmp_path, depthwise, kernel
 
 def test_read_config_starts_no_backend(tmp_path):
     """evaluate sets the allocator from the stored config, which must come before JAX's
-    backend starts (hostmem)."""
+    backend starts (process.keep_freed_memory)."""
     save_steps(tmp_path / "checkpoints", [1])
     probe = ("import sys\nfrom jax._src import xla_bridge\n"
              "from mobilenet_jax.evaluate import checkpoint_config\n"
@@ -187,8 +191,8 @@ def test_a_flipped_bit_in_any_file_is_refused_with_its_name(tmp_path):
         expected = ("corrupt|manifest" if name.name == ckpt_lib.MANIFEST
                     else f"corrupt: {re.escape(str(name))} ")
         with pytest.raises(ckpt_lib.CheckpointError, match=expected):
-            load_state(bad)
-    assert ckpt_lib.verify(good) and load_state(good)[2]["step"] == 1
+            restore(bad)
+    assert ckpt_lib.verify(good) and restore(good).step == 1
 
 
 @pytest.mark.parametrize("damage", ["truncate", "remove", "no_manifest"])
@@ -207,7 +211,7 @@ def test_truncated_removed_and_unfinished_checkpoints_are_refused(tmp_path, dama
         (step_dir / ckpt_lib.MANIFEST).unlink()
         match = "incomplete"
     with pytest.raises(ckpt_lib.CheckpointError, match=match):
-        load_state(step_dir)
+        restore(step_dir)
 
 
 def test_a_checkpoint_without_manifest_format_restores_unverified(tmp_path, capsys):
@@ -215,7 +219,7 @@ def test_a_checkpoint_without_manifest_format_restores_unverified(tmp_path, caps
     save_steps(tmp_path / "checkpoints", [1])
     step_dir = tmp_path / "checkpoints" / "1"
     unverified(step_dir)
-    assert load_state(step_dir)[2]["step"] == 1
+    assert restore(step_dir).step == 1
     assert "restoring it unverified" in capsys.readouterr().err
 
 
@@ -237,14 +241,16 @@ def test_opening_sets_aside_corrupt_newest_and_unfinished_saves(tmp_path):
 def test_relative_paths_restore(tmp_path, monkeypatch):
     save_steps(tmp_path / "checkpoints", [2])
     monkeypatch.chdir(tmp_path)
-    state, _, position, _ = load_state("checkpoints/2")
+    restored = restore("checkpoints/2")
+    state, position = restored.state, restored.position
     assert int(state.step) == 2 and position["step"] == 2
     assert ckpt_lib.resolve("checkpoints").name == "2"
 
 
 SAVE_FOREVER = """
 import sys, jax
-from mobilenet_jax import Config, checkpoint, steps
+from mobilenet_jax import Config
+from mobilenet_jax.core import checkpoint, steps
 config = Config(width_multiplier=0.1, num_classes=10)
 state = steps.build(config).init_state(jax.random.key(0))
 checkpoints = checkpoint.Checkpoints(sys.argv[1], keep=3, keep_best=False)
@@ -280,4 +286,4 @@ def test_a_process_killed_while_saving_leaves_only_usable_checkpoints(tmp_path, 
         assert ckpt_lib.verify(step_dir), step_dir
     assert not list(directory.glob("*orbax-checkpoint-tmp*"))
     latest = ckpt_lib.resolve(directory)
-    assert latest == remaining[0] and load_state(latest)[2]["step"] == int(latest.name)
+    assert latest == remaining[0] and restore(latest).step == int(latest.name)

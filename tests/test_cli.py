@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mobilenet_jax import checkpoint as ckpt_lib
+from mobilenet_jax.core import checkpoint as ckpt_lib
 from conftest import MIN_TEST_TOP1, assert_one_line_error, run
 
 
@@ -33,9 +33,10 @@ def test_train_then_evaluate_latest_beats_chance(trained_run):
 
 def test_commands_start_quietly(trained_run):
     """No TensorFlow start-up banner (absl, CPU-feature or oneDNN lines) on stderr, also when
-    the user has not set TF_CPP_MIN_LOG_LEVEL."""
+    the user has set none of TensorFlow's variables (a real process: the banner is printed
+    when TensorFlow is first imported)."""
     cwd, _ = trained_run
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
     result = run(["mobilenet_jax.evaluate", "--ckpt", "."], cwd, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     for banner in ("absl::InitializeLog", "cpu_feature_guard", "oneDNN"):
@@ -69,14 +70,15 @@ def test_evaluate_missing_and_corrupt_checkpoints(trained_run, tmp_path):
     assert_one_line_error(run(["mobilenet_jax.evaluate", "--ckpt", str(broken)], tmp_path),
                           "cannot be restored")
     # Orbax's array metadata of such a checkpoint cut in half fails its reads half-way; their
-    # coroutines are collected at exit, and must not print after the error line.
+    # coroutines are collected at exit, and must not print after the error line (a process).
     cut = tmp_path / "cut"
     shutil.copytree(broken, cut)
     shutil.rmtree(cut / "state")
     shutil.copytree((cwd / "checkpoints" / "latest").resolve() / "state", cut / "state")
     metadata = next((cut / "state" / "array_metadatas").iterdir())
     metadata.write_bytes(metadata.read_bytes()[:metadata.stat().st_size // 2])
-    assert_one_line_error(run(["mobilenet_jax.evaluate", "--ckpt", str(cut)], tmp_path),
+    assert_one_line_error(run(["mobilenet_jax.evaluate", "--ckpt", str(cut)], tmp_path,
+                              process=True),
                           "cannot be restored")
     # A stored config that no longer fits the arrays: refused before orbax reads any of them
     # (a restore refused half-way used to print tracebacks as the process exited).
@@ -163,7 +165,8 @@ def small_filesystem(tmp_path):
 def _disk_full_train(workdir, subset_dir, *flags):
     return run(["mobilenet_jax.train", "--alpha", "0.1", "--batch-size", "32", "--split",
                 "train[:10%]", "--epochs", "5", "--data-dir", subset_dir, "--offline",
-                "--no-progress", "--workdir", str(workdir), *flags], workdir.parent)
+                "--no-progress", "--workdir", str(workdir), *flags], workdir.parent,
+               process=True)  # a failed orbax save must print nothing more up to the exit
 
 
 def _assert_checkpoints_left(checkpoints, count):

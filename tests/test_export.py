@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from conftest import assert_one_line_error, run
-from mobilenet_jax import data, tflite
+from mobilenet_jax.data import from_tfds
+from mobilenet_jax.deploy import tflite
 
 # The int8 model's top-1 agreed with the float model's on 97.0% and 95.8% of the 600 subset
 # test images for this recipe's models with seeds 0 and 1 (its accuracy 1.0 point lower both
@@ -62,7 +63,7 @@ def test_independent_interpreter_run_matches_report(exported, subset_dir):
     (not the project's), and compare with the checkpoint's accuracy in the report."""
     out, _ = exported
     metadata = json.loads((out / "metadata.json").read_text())
-    test = data.load("cifar100", "test", subset_dir, offline=True)
+    test = from_tfds.load("cifar100", "test", subset_dir, offline=True)
     x = (test.images / 255.0 - np.array(metadata["input"]["mean"])) / np.array(
         metadata["input"]["std"])
     logits = tflite.Runner(str(out / "model.tflite"))(x.astype(np.float32))
@@ -75,7 +76,7 @@ def test_predict_with_the_exported_model(exported, trained_run, subset_dir, tmp_
     """predict --tflite gives the checkpoint's top-1 (float model) on image files."""
     cwd, _ = trained_run
     out, _ = exported
-    test = data.load("cifar100", "test[:12]", subset_dir, offline=True)
+    test = from_tfds.load("cifar100", "test[:12]", subset_dir, offline=True)
     for i, image in enumerate(test.images):
         Image.fromarray(image).save(tmp_path / f"{i:02d}.png")
     tops = []

@@ -1,5 +1,5 @@
-"""hostmem: a freed large block is reused without page faults, and the step-buffer estimate
-that decides the allocator tracks XLA's own."""
+"""Host memory (process.keep_freed_memory, models.memory): a freed large block is reused
+without page faults, and the step-buffer estimate that decides the allocator tracks XLA's own."""
 import ctypes
 import subprocess
 import sys
@@ -8,9 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-from mobilenet_jax import Config, hostmem, steps
-from mobilenet_jax.benchmark import synthetic_batch
-from mobilenet_jax.parallel import Devices
+from mobilenet_jax import Config
+from mobilenet_jax.benchmarks.throughput import synthetic_batch
+from mobilenet_jax.core import steps
+from mobilenet_jax.core.parallel import Devices
+from mobilenet_jax.models.memory import estimated_step_bytes
 
 # Allocate SIZE, touch every page, free it, allocate again and touch again (in a new thread
 # when asked, as XLA's workers do); print the minor page faults of the second round. 64 MiB is
@@ -18,10 +20,10 @@ from mobilenet_jax.parallel import Devices
 # and faulted in afresh, as XLA:CPU's step buffer was.
 PROBE = """
 import ctypes, resource, sys, threading
-from mobilenet_jax import hostmem
+from mobilenet_jax import process
 apply, size, in_thread = sys.argv[1] == "1", int(sys.argv[2]), sys.argv[3] == "1"
 step_bytes = int(sys.argv[4])
-applied = hostmem.keep_freed_memory(step_bytes) if apply else False
+applied = process.keep_freed_memory(step_bytes) if apply else False
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
 libc.free.argtypes = (ctypes.c_void_p,)
@@ -89,15 +91,16 @@ def test_step_buffer_estimate_tracks_xla(train):
     lowered = (jitted.train.lower(state, batch, jax.random.key(0)) if train
                else jitted.eval.lower(state, batch))
     temp = lowered.compile().memory_analysis().temp_size_in_bytes
-    estimate = hostmem.estimated_step_bytes(config, 32, train)
+    estimate = estimated_step_bytes(config, 32, train)
     assert temp / 1.5 < estimate < temp * 1.5, (estimate, temp)
 
 
 def test_step_buffer_estimate_starts_no_backend():
     """The CLIs set the allocator from the estimate, which must come before JAX's backend."""
     probe = ("from jax._src import xla_bridge\n"
-             "from mobilenet_jax import Config, hostmem\n"
-             "assert hostmem.estimated_step_bytes(Config(width_multiplier=0.1), 128) > 0\n"
+             "from mobilenet_jax import Config\n"
+             "from mobilenet_jax.models.memory import estimated_step_bytes\n"
+             "assert estimated_step_bytes(Config(width_multiplier=0.1), 128) > 0\n"
              "print(bool(xla_bridge._backends))")
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
                          text=True).stdout

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from mobilenet_jax.layers import (DEPTHWISE_FORMS, KERNELS, FewChannelConv, PointwiseConv,
-                                  SlicedDepthwiseConv, conv_kernels, materialize,
-                                  resolve_kernels)
-from mobilenet_jax.model import PAD1, MobileNetV1
+from mobilenet_jax.models.layers import (DEPTHWISE_FORMS, KERNELS, FewChannelConv,
+                                         PointwiseConv, SlicedDepthwiseConv, conv_kernels,
+                                         materialize)
+from mobilenet_jax.models.mobilenet import MobileNetV1
+from mobilenet_jax.models.spec import KERNEL_POLICIES, PAD1, resolve_kernels
 
 OTHERS = [name for name in DEPTHWISE_FORMS if name != "grouped"]
 
@@ -195,3 +196,7 @@ def test_materialize_is_identity_and_keeps_nan():
     bad = a.at[0, 0].set(jnp.inf)
     out = jax.jit(materialize)(bad, b)
     assert bool(jnp.all(jnp.isnan(out[0]))) and bool(jnp.all(jnp.isnan(out[1])))
+
+
+def test_the_policy_names_known_without_flax_are_the_formulations():
+    assert tuple(KERNELS) == KERNEL_POLICIES

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mobilenet_jax import mixing
+from mobilenet_jax.data import mixing
 
 
 def batch_of_constants(n=3, side=8, classes=4):

@@ -6,12 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen as nn
 
 import mobilenet_jax as mj
-from mobilenet_jax import layers
-from mobilenet_jax.model import MobileNetV1
-from mobilenet_jax.summary import summarize
+from mobilenet_jax.models import layers
+from mobilenet_jax.models.mobilenet import MobileNetV1
+from mobilenet_jax.models.summary import summarize
 
 
 def naive_depthwise(x, kernel, stride):

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import assert_one_line_error, run
-from mobilenet_jax import Config, data, imagefolder
-from mobilenet_jax import checkpoint as ckpt_lib
-from mobilenet_jax import train as train_lib
-from mobilenet_jax.evaluate import load_state
+from conftest import assert_one_line_error, built_once, run
+from mobilenet_jax import Config
+from mobilenet_jax.data import arrays, from_folder, from_tfds
+from mobilenet_jax.core import checkpoint as ckpt_lib
+from mobilenet_jax.training import loop
+from mobilenet_jax.core.restore import restore
 
 CLASSES = ("circles", "squares", "stripes")
 
@@ -33,10 +34,8 @@ def shape_image(rng, kind: int) -> Image.Image:
     return image
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+def write_folder(root):
     """3 classes, 40 train / 12 test images each, odd sizes, PNG and JPEG, one grayscale."""
-    root = tmp_path_factory.mktemp("folder")
     rng = np.random.default_rng(0)
     for split, count in (("train", 40), ("test", 12)):
         for kind, name in enumerate(CLASSES):
@@ -46,21 +45,28 @@ def folder(tmp_path_factory):
                 if split == "train" and kind == 2 and i == 0:
                     image = image.convert("L")
                 image.save(root / split / name / f"{i}.{'png' if i % 2 else 'jpg'}")
-    return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
+def folder(tmp_path_factory):
+    return built_once(tmp_path_factory, "folder", write_folder)
+
+
+@pytest.fixture(scope="session")
 def folder_run(folder, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("folder_run")
-    result = run(["mobilenet_jax.train", "--image-folder", str(folder), "--alpha", "0.25",
-                  "--epochs", "8", "--batch-size", "16", "--val-fraction", "0",
-                  "--workdir", str(workdir), "--no-progress"], workdir)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return workdir
+    def train(workdir):
+        # Without the weights' average, warm-up and smoothing the defaults add: their
+        # eval-mode model lags a run this short (56 steps) far behind its training.
+        result = run(["mobilenet_jax.train", "--image-folder", str(folder), "--alpha", "0.25",
+                      "--epochs", "8", "--batch-size", "16", "--val-fraction", "0",
+                      "--ema-decay", "0", "--warmup-epochs", "1", "--label-smoothing", "0",
+                      "--workdir", str(workdir), "--no-progress"], workdir)
+        assert result.returncode == 0, result.stderr[-2000:]
+    return built_once(tmp_path_factory, "folder_run", train)
 
 
 def test_folder_loads_as_squares_with_names_from_folders(folder):
-    train = imagefolder.load(folder, "train", 24)
+    train = from_folder.load(folder, "train", 24)
     assert train.class_names == CLASSES and len(train) == 120
     assert train.images.shape == (120, 24, 24, 3) and train.images.dtype == np.uint8
     np.testing.assert_array_equal(np.bincount(train.labels), [40, 40, 40])
@@ -89,10 +95,10 @@ def test_stored_statistics_equal_numpy_over_the_training_split(folder, folder_ru
     """mean/std in the config are the training images' per-channel statistics (pixels in
     [0, 1]), computed here independently with numpy in one pass."""
     config = json.loads((folder_run / "config.json").read_text())
-    pixels = imagefolder.load(folder, "train", 32).images.reshape(-1, 3) / 255.0
+    pixels = from_folder.load(folder, "train", 32).images.reshape(-1, 3) / 255.0
     np.testing.assert_allclose(config["mean"], pixels.mean(0), rtol=1e-9)
     np.testing.assert_allclose(config["std"], pixels.std(0), rtol=1e-9)
-    _, stored, _, _ = load_state(ckpt_lib.resolve(folder_run))
+    stored = restore(ckpt_lib.resolve(folder_run)).config
     assert stored.mean == tuple(config["mean"]) and stored.std == tuple(config["std"])
 
 
@@ -104,9 +110,9 @@ def test_another_tfds_image_dataset_trains_through_the_same_path(tmp_path):
             config = Config(dataset=name, width_multiplier=0.1, batch_size=16, epochs=1,
                             val_fraction=0, offline=True, progress=False,
                             workdir=str(tmp_path / name))
-            result = train_lib.train(config, num_classes_from_data=True)
+            result = loop.train(config, num_classes_from_data=True)
         assert result["step"] == 4 and np.isfinite(result["train_loss"])
-        _, stored, _, _ = load_state(ckpt_lib.resolve(tmp_path / name))
+        stored = restore(ckpt_lib.resolve(tmp_path / name)).config
         assert stored.image_size == size and len(stored.class_names) == stored.num_classes
         assert stored.num_classes == (10 if name == "mnist" else 5)
 
@@ -116,14 +122,16 @@ def test_finetune_from_a_subset_checkpoint(trained_run, folder, tmp_path):
     classes, and with --freeze-backbone every backbone weight and BatchNorm statistic
     unchanged after training."""
     source_dir, _ = trained_run
-    source_state, source, _, _ = load_state(ckpt_lib.resolve(source_dir))
+    restored = restore(ckpt_lib.resolve(source_dir))
+    source_state, source = restored.state, restored.config
     workdir = tmp_path / "ft"
     result = run(["mobilenet_jax.train", "--image-folder", str(folder), "--init-from",
                   str(source_dir), "--freeze-backbone", "--epochs", "2", "--batch-size", "16",
                   "--workdir", str(workdir), "--no-progress"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "a new classifier for 3 classes" in result.stdout
-    state, config, _, _ = load_state(ckpt_lib.resolve(workdir))
+    restored = restore(ckpt_lib.resolve(workdir))
+    state, config = restored.state, restored.config
     assert config.width_multiplier == source.width_multiplier  # taken from the source
     assert config.init_from == str(source_dir) and config.num_classes == 3
     for name in ("params", "batch_stats"):
@@ -144,15 +152,15 @@ def test_backbone_lr_scale_scales_the_backbone_step(trained_run, folder, tmp_pat
     """The first step's backbone update with --backbone-lr-scale 0.1 is 0.1 times the one
     without it (same data, same start; SGD's first step is lr * gradient); the head's equal."""
     source_dir, _ = trained_run
-    source_state, _, _, _ = load_state(ckpt_lib.resolve(source_dir))
+    source_state = restore(ckpt_lib.resolve(source_dir)).state
     updates = {}
     for scale in (1.0, 0.1):
         config = Config(image_folder=str(folder), init_from=str(source_dir), num_classes=3,
                         width_multiplier=0.25, backbone_lr_scale=scale, warmup_epochs=0,
                         batch_size=16, epochs=1, val_fraction=0, progress=False,
                         workdir=str(tmp_path / str(scale)), max_steps=1)
-        train_lib.train(config)
-        state, _, _, _ = load_state(tmp_path / str(scale) / "checkpoints" / "1")
+        loop.train(config)
+        state = restore(tmp_path / str(scale) / "checkpoints" / "1").state
         updates[scale] = state.params
     before = np.asarray(source_state.eval_variables()["params"]["block13"]["pointwise"]["kernel"])
     full, scaled = (np.asarray(updates[s]["block13"]["pointwise"]["kernel"]) - before
@@ -193,7 +201,7 @@ def test_unreadable_files_are_counted_named_and_left_out(folder, tmp_path, capsy
     shutil.copytree(folder, copy)
     (copy / "train" / "circles" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     (copy / "train" / "squares" / "empty.png").write_bytes(b"")
-    train = imagefolder.load(copy, "train", 16)
+    train = from_folder.load(copy, "train", 16)
     line = capsys.readouterr().out
     assert len(train) == 120 and "2 of 122 files" in line
     assert "circles/broken.jpg" in line and "squares/empty.png" in line and "going on" in line
@@ -202,12 +210,12 @@ def test_unreadable_files_are_counted_named_and_left_out(folder, tmp_path, capsy
 def test_a_dataset_without_image_and_label_features_is_refused():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=8):
-        with pytest.raises(data.DataError, match="not an image classification dataset"):
-            data.load("imdb_reviews", "train", offline=True)
+        with pytest.raises(arrays.DataError, match="not an image classification dataset"):
+            from_tfds.load("imdb_reviews", "train", offline=True)
 
 
 def test_a_dataset_too_large_for_memory_is_refused_before_reading(monkeypatch):
-    monkeypatch.setattr(data, "_available_memory", lambda: 2**30)
-    with pytest.raises(data.DataError, match=r"1\.4 GiB .* more than half of the 1\.0 GiB"):
-        data.check_fits(1_281_167, 20, "'imagenet2012' split 'train'")
-    data.check_fits(1000, 32, "small")  # 3 MB: fine
+    monkeypatch.setattr(arrays, "_available_memory", lambda: 2**30)
+    with pytest.raises(arrays.DataError, match=r"1\.4 GiB .* more than half of the 1\.0 GiB"):
+        arrays.check_fits(1_281_167, 20, "'imagenet2012' split 'train'")
+    arrays.check_fits(1000, 32, "small")  # 3 MB: fine

@@ -10,8 +10,8 @@ import sys
 
 import jax
 
-from mobilenet_jax import steps
-from mobilenet_jax.evaluate import load_state
+from mobilenet_jax.core import steps
+from mobilenet_jax.core.restore import restore
 from tests.conftest import REPO
 
 COMPARE_STEPS = REPO / "experiments" / "device_count" / "compare_steps.py"
@@ -82,11 +82,12 @@ def assert_same_step(a_dir, b_dir, start_dir=None):
     """The checkpoints in a_dir and b_dir took the same step from the one in start_dir (from
     the initial state when None): same step, data position and RNG, and states that differ by
     no more than summation order makes them."""
-    (a, config, a_position, _), (b, _, b_position, _) = load_state(a_dir), load_state(b_dir)
-    start = (load_state(start_dir)[0] if start_dir
-             else steps.build(config).init_state(jax.random.key(config.seed)))
-    assert int(a.step) == int(b.step) == int(start.step) + 1 and a_position == b_position
-    for name, difference in compare_steps.relative_difference(a, b, start).items():
+    a, b = restore(a_dir), restore(b_dir)
+    start = (restore(start_dir).state if start_dir
+             else steps.build(a.config).init_state(jax.random.key(a.config.seed)))
+    assert int(a.state.step) == int(b.state.step) == int(start.step) + 1
+    assert a.position == b.position
+    for name, difference in compare_steps.relative_difference(a.state, b.state, start).items():
         assert difference <= FRACTION[name], (name, difference)
 
 

@@ -2,7 +2,7 @@
 import json
 
 from conftest import assert_one_line_error, run
-from mobilenet_jax import plot
+from mobilenet_jax.training import curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -30,8 +30,8 @@ def png_size(path):
 
 
 def test_one_run_two_panels_with_train_and_validation(tmp_path):
-    config, epochs = plot.read_run(fake_run(tmp_path / "a"))
-    fig = plot.figure([(config, epochs)])
+    config, epochs = curves.read_run(fake_run(tmp_path / "a"))
+    fig = curves.figure([(config, epochs)])
     assert [ax.get_title() for ax in fig.axes] == ["cross-entropy loss", "top-1 accuracy"]
     for ax, key in zip(fig.axes, ("loss", "top1")):
         lines = {line.get_label(): line for line in ax.get_lines()}
@@ -39,7 +39,7 @@ def test_one_run_two_panels_with_train_and_validation(tmp_path):
         assert list(lines["val"].get_ydata()) == [r[f"val_{key}"] for r in epochs]
         assert list(lines["train"].get_xdata()) == [1, 2, 3]
     assert "α=0.25" in fig._suptitle.get_text() and "data=cifar100" in fig._suptitle.get_text()
-    plot.save(fig, tmp_path / "a.png")
+    curves.save(fig, tmp_path / "a.png")
     width, height = png_size(tmp_path / "a.png")
     assert width > 800 and height > 300
 
@@ -51,7 +51,7 @@ def test_several_runs_overlaid_with_legends_from_their_configs(tmp_path):
                  tmp_path)
     assert result.returncode == 0, result.stderr
     assert png_size(tmp_path / "o.png")[0] > 400
-    fig = plot.figure([plot.read_run(r) for r in runs], ("top5",))
+    fig = curves.figure([curves.read_run(r) for r in runs], ("top5",))
     assert [line.get_label() for line in fig.axes[0].get_lines()] == [
         "α=0.25 seed=0 train", "α=1.0 seed=1 train"]
 
@@ -60,7 +60,7 @@ def test_the_last_record_of_an_epoch_wins_and_cut_lines_are_skipped(tmp_path):
     run_dir = fake_run(tmp_path / "a", epochs=2)
     with open(run_dir / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"epoch": 2, "train_loss": 0.1}) + "\n" + '{"epoch": 3, "tra')
-    _, epochs = plot.read_run(run_dir)
+    _, epochs = curves.read_run(run_dir)
     assert [r["epoch"] for r in epochs] == [1, 2] and epochs[1]["train_loss"] == 0.1
 
 
@@ -82,8 +82,8 @@ def test_plot_bad_input_is_one_line(tmp_path):
 
 def test_train_draws_curves_after_each_epoch(subset_dir, tmp_path):
     from mobilenet_jax import Config
-    from mobilenet_jax import train as train_lib
-    train_lib.train(Config(width_multiplier=0.1, batch_size=32, split="train[:10%]",
+    from mobilenet_jax.training import loop
+    loop.train(Config(width_multiplier=0.1, batch_size=32, split="train[:10%]",
                            val_fraction=0.1, epochs=1, data_dir=subset_dir, offline=True,
                            progress=False, workdir=str(tmp_path)))
     assert png_size(tmp_path / "curves.png")[0] > 800
@@ -92,7 +92,7 @@ def test_train_draws_curves_after_each_epoch(subset_dir, tmp_path):
 
 def test_a_failing_redraw_does_not_stop_training(tmp_path):
     lines = []
-    writer = plot.CurvesWriter(tmp_path / "missing", lines.append)
+    writer = curves.CurvesWriter(tmp_path / "missing", lines.append)
     writer.update()
     writer.close()
     assert len(lines) == 1 and "training goes on" in lines[0]

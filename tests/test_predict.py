@@ -6,13 +6,15 @@ import pytest
 from PIL import Image
 
 from conftest import assert_one_line_error, run
-from mobilenet_jax import checkpoint as ckpt_lib
-from mobilenet_jax import data, evaluate, imagefiles
+from mobilenet_jax.core import checkpoint as ckpt_lib
+from mobilenet_jax.data import from_tfds
+from mobilenet_jax.evaluators import classification
+from mobilenet_jax.data import images as imagefiles
 
 
 def write_test_images(subset_dir, directory, count=24):
     """The first `count` subset test images as PNG files (lossless): (paths, labels, images)."""
-    test = data.load("cifar100", f"test[:{count}]", subset_dir, offline=True)
+    test = from_tfds.load("cifar100", f"test[:{count}]", subset_dir, offline=True)
     directory.mkdir(exist_ok=True)
     paths = []
     for i, image in enumerate(test.images):
@@ -61,8 +63,8 @@ def test_predict_agrees_with_evaluate(trained_run, subset_dir, tmp_path):
     predictions = json.loads((tmp_path / "p.json").read_text())
     assert [p["file"] for p in predictions] == [str(p) for p in paths]
     top1 = np.array([p["top_k"][0]["label"] for p in predictions])
-    reference = evaluate.evaluate(ckpt_lib.resolve(cwd / "checkpoints" / "latest"), "test[:24]",
-                                  subset_dir, offline=True)
+    reference = classification.evaluate(ckpt_lib.resolve(cwd / "checkpoints" / "latest"), "test[:24]",
+                                        subset_dir, offline=True)
     assert (top1 == labels).mean() == pytest.approx(reference["top1"])
     assert 0 < reference["top1"] < 1  # right and wrong predictions both checked
     for p in predictions:  # the schema, and probabilities that are probabilities

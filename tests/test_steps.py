@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from mobilenet_jax import Config, steps
+from mobilenet_jax import Config
+from mobilenet_jax.core import steps
 
 
 def test_schedules_match_their_formulas():

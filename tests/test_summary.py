@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from mobilenet_jax.model import MobileNetV1
-from mobilenet_jax.summary import summarize, totals
+from mobilenet_jax.models.mobilenet import MobileNetV1
+from mobilenet_jax.models.summary import summarize, totals
 
 
 def counts(**kwargs):

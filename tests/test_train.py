@@ -4,9 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mobilenet_jax import Config, steps
-from mobilenet_jax import train as train_lib
-from mobilenet_jax.evaluate import load_state
+from mobilenet_jax import Config
+from mobilenet_jax.core import steps
+from mobilenet_jax.training import loop
+from mobilenet_jax.core.restore import restore
 
 
 def tiny_config(subset_dir, workdir, **kw):
@@ -19,17 +20,17 @@ def tiny_config(subset_dir, workdir, **kw):
 
 
 def restored(workdir, step):
-    state, config, position, _ = load_state(workdir / "checkpoints" / str(step))
-    return state, position
+    model = restore(workdir / "checkpoints" / str(step))
+    return model.state, model.position
 
 
 def test_resume_is_exact(subset_dir, tmp_path, capsys):
     """12 steps straight == 6 steps, stop, 6 steps resumed (across an epoch boundary)."""
     a, b = tmp_path / "straight", tmp_path / "resumed"
-    train_lib.train(tiny_config(subset_dir, a, max_steps=12))
-    train_lib.train(tiny_config(subset_dir, b, max_steps=6, keep=3))
+    loop.train(tiny_config(subset_dir, a, max_steps=12))
+    loop.train(tiny_config(subset_dir, b, max_steps=6, keep=3))
     capsys.readouterr()
-    train_lib.train(tiny_config(subset_dir, b, max_steps=12, keep=3))
+    loop.train(tiny_config(subset_dir, b, max_steps=12, keep=3))
     assert "resuming" in capsys.readouterr().out
     (sa, pa), (sb, pb) = restored(a, 12), restored(b, 12)
     assert int(sa.step) == int(sb.step) == 12 and pa == pb
@@ -54,8 +55,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(subset_dir, tmp_path, mon
         return new_state, metrics
 
     monkeypatch.setattr(steps, "train_step", poisoned)
-    with pytest.raises(train_lib.TrainingStopped, match=r"nan at step 11.*step 8\) is intact"):
-        train_lib.train(config)
+    with pytest.raises(loop.TrainingStopped, match=r"nan at step 11.*step 8\) is intact"):
+        loop.train(config)
     latest = (tmp_path / "checkpoints" / "latest").resolve()
     assert latest.name == "8"
     state, _ = restored(tmp_path, 8)
@@ -63,10 +64,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(subset_dir, tmp_path, mon
 
 
 def test_resuming_with_a_different_architecture_is_refused(subset_dir, tmp_path):
-    train_lib.train(tiny_config(subset_dir, tmp_path, max_steps=2))
+    loop.train(tiny_config(subset_dir, tmp_path, max_steps=2))
     with pytest.raises(ValueError, match="width_multiplier=0.1.*width_multiplier=0.5"):
-        train_lib.resolve_run_config({"width_multiplier": 0.5}, tmp_path)
-    same = train_lib.resolve_run_config({"max_steps": 4, "keep": 1}, tmp_path)
+        loop.resolve_run_config({"width_multiplier": 0.5}, tmp_path)
+    same = loop.resolve_run_config({"max_steps": 4, "keep": 1}, tmp_path)
     assert same.width_multiplier == 0.1 and same.max_steps == 4 and same.keep == 1
 
 
@@ -74,15 +75,15 @@ def test_resume_falls_back_past_a_corrupt_newest_checkpoint(subset_dir, tmp_path
     """The newest checkpoint corrupted: the rerun sets it aside, resumes from the one before
     and ends exactly where an uninterrupted run ends."""
     a, b = tmp_path / "straight", tmp_path / "corrupted"
-    train_lib.train(tiny_config(subset_dir, a, epochs=2))
-    train_lib.train(tiny_config(subset_dir, b, epochs=2, max_steps=12))  # saves 8 and 12
+    loop.train(tiny_config(subset_dir, a, epochs=2))
+    loop.train(tiny_config(subset_dir, b, epochs=2, max_steps=12))  # saves 8 and 12
     state_file = max((p for p in (b / "checkpoints" / "12" / "state").rglob("*") if p.is_file()),
                      key=lambda p: p.stat().st_size)
     data = bytearray(state_file.read_bytes())
     data[len(data) // 2] ^= 1
     state_file.write_bytes(bytes(data))
     capsys.readouterr()
-    train_lib.train(tiny_config(subset_dir, b, epochs=2))
+    loop.train(tiny_config(subset_dir, b, epochs=2))
     out = capsys.readouterr().out
     assert "12 is corrupt" in out and "moved it to 12.corrupt" in out
     assert "resuming" in out and "from step 8" in out
@@ -94,21 +95,21 @@ def test_resume_falls_back_past_a_corrupt_newest_checkpoint(subset_dir, tmp_path
 
 
 def test_max_steps_applies_to_the_invocation_that_passes_it(subset_dir, tmp_path, capsys):
-    train_lib.train(tiny_config(subset_dir, tmp_path, max_steps=4))
-    again = train_lib.resolve_run_config({"max_steps": 4}, tmp_path)
-    assert train_lib.train(again) == {"step": 4, "stopped": True}  # no fifth step
+    loop.train(tiny_config(subset_dir, tmp_path, max_steps=4))
+    again = loop.resolve_run_config({"max_steps": 4}, tmp_path)
+    assert loop.train(again) == {"step": 4, "stopped": True}  # no fifth step
     assert "nothing to train" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["4", "latest"]
-    without = train_lib.resolve_run_config({}, tmp_path)
+    without = loop.resolve_run_config({}, tmp_path)
     assert without.max_steps is None and without.keep == Config().keep  # not the stored 2
-    assert train_lib.train(without.replace(max_steps=6))["step"] == 6
+    assert loop.train(without.replace(max_steps=6))["step"] == 6
 
 
 def test_a_run_records_its_class_names_and_keeps_them(subset_dir, tmp_path):
     config = tiny_config(subset_dir, tmp_path, max_steps=2)
-    train_lib.train(config)
-    _, stored, _, _ = load_state(tmp_path / "checkpoints" / "2")
+    loop.train(config)
+    stored = restore(tmp_path / "checkpoints" / "2").config
     assert len(stored.class_names) == 100 and stored.class_names[6] == "bee"
-    assert train_lib.resolve_run_config({}, tmp_path).class_names == stored.class_names
+    assert loop.resolve_run_config({}, tmp_path).class_names == stored.class_names
     with pytest.raises(ValueError, match="trained on classes"):
-        train_lib.with_class_names(stored, tuple(f"c{i}" for i in range(100)))
+        loop.with_class_names(stored, tuple(f"c{i}" for i in range(100)))

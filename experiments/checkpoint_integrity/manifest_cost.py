@@ -14,8 +14,9 @@ import time
 
 import jax
 
-from mobilenet_jax import Config, checkpoint, steps
-from mobilenet_jax.parallel import Devices
+from mobilenet_jax import Config
+from mobilenet_jax.core import checkpoint, steps
+from mobilenet_jax.core.parallel import Devices
 
 
 def seconds(fn):

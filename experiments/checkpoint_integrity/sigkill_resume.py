@@ -27,8 +27,8 @@ import time
 import jax
 import numpy as np
 
-from mobilenet_jax import checkpoint
-from mobilenet_jax.evaluate import load_state
+from mobilenet_jax.core import checkpoint
+from mobilenet_jax.core.restore import restore
 
 
 EPOCHS = 20
@@ -104,8 +104,8 @@ def main():
                     continue
             assert proc.wait() == 0
             break  # the run finished (perhaps before all kills were spent)
-        a = load_state(straight / "checkpoints" / "latest")[0]
-        b = load_state(killed / "checkpoints" / "latest")[0]
+        a = restore(straight / "checkpoints" / "latest").state
+        b = restore(killed / "checkpoints" / "latest").state
         identical = int(a.step) == int(b.step) and all(
             np.array_equal(np.asarray(x), np.asarray(y))
             for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.opt_state)),

@@ -19,10 +19,10 @@ import time
 import jax
 import jax.numpy as jnp
 
-from mobilenet_jax import hostmem
-from mobilenet_jax.benchmark import machine_info, time_steps
-from mobilenet_jax.layers import DEPTHWISE_FORMS
-from mobilenet_jax.model import PAD1, PAPER_BLOCKS, STEM_CHANNELS, scaled_channels
+from mobilenet_jax import process
+from mobilenet_jax.benchmarks.timing import machine_info, time_steps
+from mobilenet_jax.models.layers import DEPTHWISE_FORMS
+from mobilenet_jax.models.spec import PAD1, PAPER_BLOCKS, STEM_CHANNELS, scaled_channels
 
 TIMING = dict(warmup=3, min_steps=20, min_time_s=1.0, max_time_s=10.0)
 COPY_BYTES = 512 << 20
@@ -90,9 +90,9 @@ def main():
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     impls = args.depthwise.split(",")
-    # As the CLIs do (hostmem): else every output buffer is mapped and page-faulted afresh
-    # on the CPU, the copy's 512 MiB above all (one arena: it is past a thread's heap).
-    hostmem.keep_freed_memory(2 * COPY_BYTES)
+    # As the CLIs do (process.keep_freed_memory): else every output buffer is mapped and
+    # page-faulted afresh on the CPU, the copy's 512 MiB above all (one arena: past a thread's heap).
+    process.keep_freed_memory(2 * COPY_BYTES)
     info = machine_info()
     copy = copy_bandwidth()
     print(f"# {info['backend']} ({info['device_kind']}), jax {info['versions']['jax']}, "

@@ -4,8 +4,8 @@
 """
 import statistics, sys, time
 import jax, jax.numpy as jnp
-from mobilenet_jax.layers import DEPTHWISE_FORMS
-from mobilenet_jax.model import PAD1
+from mobilenet_jax.models.layers import DEPTHWISE_FORMS
+from mobilenet_jax.models.spec import PAD1
 
 SHAPES = [(128, 16, 16, 8, 1), (128, 16, 16, 16, 2), (128, 4, 4, 64, 1), (128, 8, 8, 32, 1),
           (128, 16, 16, 32, 1), (128, 4, 4, 512, 1)]

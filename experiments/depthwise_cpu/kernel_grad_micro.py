@@ -14,15 +14,15 @@ Prints milliseconds per call (median) and each form's largest difference from `t
 """
 import argparse
 
-from mobilenet_jax import hostmem
+from mobilenet_jax import process
 
-hostmem.keep_freed_memory(1 << 30)  # as the CLIs do, before JAX starts
+process.keep_freed_memory(1 << 30)  # as the CLIs do, before JAX starts
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from mobilenet_jax.benchmark import time_steps  # noqa: E402
-from mobilenet_jax.layers import _window, materialize  # noqa: E402
+from mobilenet_jax.benchmarks.timing import time_steps  # noqa: E402
+from mobilenet_jax.models.layers import _window, materialize  # noqa: E402
 
 # (input side, channels, stride) of α=1.0's depthwise layers at a 16x16 stem output.
 LAYERS = [(16, 32, 1), (16, 64, 2), (8, 128, 1), (8, 128, 2), (4, 256, 1), (4, 256, 2),

@@ -19,8 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mobilenet_jax import Config, data, steps
-from mobilenet_jax.parallel import Devices
+from mobilenet_jax import Config
+from mobilenet_jax.core import steps
+from mobilenet_jax.data import arrays, augment, from_tfds
+from mobilenet_jax.core.parallel import Devices
 
 COLLECTIONS = ("params", "batch_stats", "opt_state")
 DEVICES = 8
@@ -73,7 +75,7 @@ class StepVariants:
     def _per_device_bn_step(self, state, batch):
         """The step with BatchNorm statistics over each device's share of the batch only."""
         config, model = self.config, self.training.model
-        images = data.normalize(batch["image"], config.resolution)
+        images = augment.normalize(batch["image"], config.resolution)
         split = lambda t: t.reshape(DEVICES, -1, *t.shape[1:])  # noqa: E731
 
         def loss_fn(params):
@@ -124,8 +126,8 @@ def main():
     parser.add_argument("--data-dir", default="../shared/data/cifar100-6class-tfds")
     parser.add_argument("--json", help="write every row as JSON")
     args = parser.parse_args()
-    split = data.load("cifar100", "train[:10%]", args.data_dir, offline=True)
-    split, _ = data.split_validation(split, 0.1, seed=0)
+    split = from_tfds.load("cifar100", "train[:10%]", args.data_dir, offline=True)
+    split, _ = arrays.split_validation(split, 0.1, seed=0)
     rows = []
     print("Largest entry difference (leaf) and global difference as a fraction of the step's "
           "change (relative) to the 1-device step; reordered: the largest over reorderings")
@@ -138,10 +140,10 @@ def main():
                         schedule="constant", augment=False, label_smoothing=0.0, ema_decay=0.0)
         variants = StepVariants(config)
         start = variants.training.init_state(jax.random.key(0))
-        locals_ = list(data.train_batches(split, 32, seed=0, epoch=0))[:args.batches + 1]
+        locals_ = list(arrays.train_batches(split, 32, seed=0, epoch=0))[:args.batches + 1]
 
         def augmented(local, key):
-            return {"image": np.asarray(data.augment(jnp.asarray(local["image"]),
+            return {"image": np.asarray(augment.augment(jnp.asarray(local["image"]),
                                                      jax.random.key(key))),
                     "label": local["label"]}
         for b in range(args.batches):

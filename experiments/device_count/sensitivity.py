@@ -15,13 +15,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mobilenet_jax import data, steps
-from mobilenet_jax.model import MobileNetV1
+from mobilenet_jax.core import steps
+from mobilenet_jax.data import arrays, augment, from_tfds
+from mobilenet_jax.models.mobilenet import MobileNetV1
 
 
 def stem_gradient(model, variables, batch, as_argument, dtype=jnp.float32):
     def loss(params, batch):
-        images = data.normalize(batch["image"], 32, dtype=dtype)
+        images = augment.normalize(batch["image"], 32, dtype=dtype)
         logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
                                 images, train=True, mutable=["batch_stats"])
         return steps.cross_entropy(logits.astype(dtype), jax.nn.one_hot(batch["label"], 100)).mean()
@@ -37,10 +38,10 @@ def main():
     parser.add_argument("--batch", type=int, default=1, help="which batch of epoch 0")
     parser.add_argument("--data-dir", default="../shared/data/cifar100-6class-tfds")
     args = parser.parse_args()
-    split = data.load("cifar100", "train[:10%]", args.data_dir, offline=True)
-    split, _ = data.split_validation(split, 0.1, seed=0)
-    local = list(data.train_batches(split, 32, seed=0, epoch=0))[args.batch]
-    batch = {"image": np.asarray(data.augment(jnp.asarray(local["image"]),
+    split = from_tfds.load("cifar100", "train[:10%]", args.data_dir, offline=True)
+    split, _ = arrays.split_validation(split, 0.1, seed=0)
+    local = list(arrays.train_batches(split, 32, seed=0, epoch=0))[args.batch]
+    batch = {"image": np.asarray(augment.augment(jnp.asarray(local["image"]),
                                               jax.random.key(100 + args.batch))),
              "label": local["label"]}
     order = np.random.default_rng(0).permutation(32)
@@ -67,7 +68,7 @@ def main():
         print(f"  float64: batch vs reordered {np.abs(f64[0] - f64[1]).max():.3g}; float32 "
               f"reference vs float64 {np.abs(base - f64[0]).max():.3g}")
     _, state = MobileNetV1(num_classes=100, width_multiplier=args.alpha).apply(
-        init, data.normalize(batch["image"], 32), train=True, capture_intermediates=True,
+        init, augment.normalize(batch["image"], 32), train=True, capture_intermediates=True,
         mutable=["batch_stats", "intermediates"])
     out = np.asarray(state["intermediates"]["block13"]["depthwise"]["__call__"][0])
     variance = out.reshape(-1, out.shape[-1]).var(axis=0)

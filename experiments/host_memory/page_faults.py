@@ -1,4 +1,4 @@
-"""Page faults and kernel time per training step, with and without hostmem.keep_freed_memory.
+"""Page faults and kernel time per training step, with and without process.keep_freed_memory.
 
     python experiments/host_memory/page_faults.py --alpha 0.25 [--keep-freed-memory [--arenas A]] [--steps 20]
 
@@ -14,9 +14,11 @@ import time
 
 import jax
 
-from mobilenet_jax import Config, hostmem, steps
-from mobilenet_jax.benchmark import synthetic_batch
-from mobilenet_jax.parallel import Devices
+from mobilenet_jax import Config, process
+from mobilenet_jax.core import steps
+from mobilenet_jax.models.memory import estimated_step_bytes
+from mobilenet_jax.benchmarks.throughput import synthetic_batch
+from mobilenet_jax.core.parallel import Devices
 
 
 def main():
@@ -29,10 +31,10 @@ def main():
     args = parser.parse_args()
 
     config = Config(width_multiplier=args.alpha, batch_size=args.batch_size)
-    step_bytes = {"auto": hostmem.estimated_step_bytes(config, config.batch_size),
-                  "single": hostmem.THREAD_HEAP_BYTES + 1, "per-thread": 0}[args.arenas]
-    applied = hostmem.keep_freed_memory(step_bytes) if args.keep_freed_memory else False
-    single = applied and hostmem.needs_single_arena(step_bytes)
+    step_bytes = {"auto": estimated_step_bytes(config, config.batch_size),
+                  "single": process.THREAD_HEAP_BYTES + 1, "per-thread": 0}[args.arenas]
+    applied = process.keep_freed_memory(step_bytes) if args.keep_freed_memory else False
+    single = applied and process.needs_single_arena(step_bytes)
     devices = Devices(config.batch_size)
     batch = devices.global_batch(synthetic_batch(config.batch_size, config.num_classes))
     training = steps.build(config)

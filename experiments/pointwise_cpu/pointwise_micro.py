@@ -20,8 +20,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from mobilenet_jax.hostmem import keep_freed_memory
-from mobilenet_jax.layers import few_channel_conv, pointwise_matmul
+from mobilenet_jax.process import keep_freed_memory
+from mobilenet_jax.models.layers import few_channel_conv, pointwise_matmul
 
 # (batch, height, width, in channels, out channels) of blocks 1-13
 SHAPES = ([(128, 16, 16, 32, 64), (128, 8, 8, 64, 128), (128, 8, 8, 128, 128),

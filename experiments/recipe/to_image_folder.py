@@ -9,7 +9,7 @@ import pathlib
 
 from PIL import Image
 
-from mobilenet_jax import data
+from mobilenet_jax.data import from_tfds
 
 
 def main():
@@ -20,7 +20,7 @@ def main():
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     for split in ("train", "test"):
-        s = data.load(args.dataset, split, args.data_dir, offline=True)
+        s = from_tfds.load(args.dataset, split, args.data_dir, offline=True)
         names = s.class_names or tuple(str(c) for c in range(int(s.labels.max()) + 1))
         for k, (image, label) in enumerate(zip(s.images, s.labels)):
             folder = pathlib.Path(args.out) / split / names[label]

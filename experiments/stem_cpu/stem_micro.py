@@ -10,9 +10,9 @@ the BatchNorm and activation that follow would be fused there. Median ms of 20 c
 import jax
 import jax.numpy as jnp
 
-from mobilenet_jax.benchmark import time_steps
-from mobilenet_jax.layers import few_channel_conv
-from mobilenet_jax.model import PAD1
+from mobilenet_jax.benchmarks.timing import time_steps
+from mobilenet_jax.models.layers import few_channel_conv
+from mobilenet_jax.models.spec import PAD1
 
 ROWS = [("infer", 1024, 3), ("infer", 1024, 32), ("train", 128, 3), ("train", 128, 8),
         ("train", 128, 32)]

@@ -4,9 +4,9 @@ import json
 import pathlib
 import statistics
 
-from mobilenet_jax import plot
-from mobilenet_jax.model import MobileNetV1
-from mobilenet_jax.summary import summarize, totals
+from mobilenet_jax.training import curves
+from mobilenet_jax.models.mobilenet import MobileNetV1
+from mobilenet_jax.models.summary import summarize, totals
 
 HERE = pathlib.Path(__file__).parent
 RESULTS = HERE / "results"
@@ -37,13 +37,13 @@ def main():
     (RESULTS / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
-    def curves(names, out):
+    def plot(names, out):
         chosen = [(seeds[0]["config"], read_metrics(name)) for name, seeds in runs.items()
                   if name in names]
-        plot.save(plot.figure(chosen, ("loss", "top1")), HERE / out)
+        curves.save(curves.figure(chosen, ("loss", "top1")), HERE / out)
 
-    curves([n for n in runs if n.endswith("res32")], "alpha_stem.png")
-    curves([n for n in runs if n.startswith("alpha0.25-stem1")], "resolution.png")
+    plot([n for n in runs if n.endswith("res32")], "alpha_stem.png")
+    plot([n for n in runs if n.startswith("alpha0.25-stem1")], "resolution.png")
 
 
 def read_metrics(name):

@@ -3,7 +3,7 @@
     python experiments/train_step_profile/ablate_train_step.py --alphas 0.1,1.0 --variants base,no_bn,cheap_dw
 
 Each variant swaps one component of the model (by patching the `nn` namespace that
-mobilenet_jax.model uses, or the kernel policy's depthwise conv, so MobileNetV1's code and
+mobilenet_jax.models.mobilenet uses, or the kernel policy's depthwise conv, so MobileNetV1's code and
 parameter layout stay as they are) and times the train step as the benchmark does. Ratios are within one process. Variants that
 remove work (no_bn, cheap_dw, sgd_only) are not correct models: they only bound a component's cost.
 """
@@ -15,8 +15,9 @@ import types
 import jax.numpy as jnp
 from flax import linen as nn
 
-import mobilenet_jax.model as model_mod
-from mobilenet_jax import benchmark, layers
+import mobilenet_jax.models.mobilenet as model_mod
+from mobilenet_jax.benchmarks import throughput
+from mobilenet_jax.models import layers, spec
 from mobilenet_jax.config import Config
 
 
@@ -60,13 +61,13 @@ VARIANTS = {
 def run_variant(name, config, timing):
     over = dict(VARIANTS[name])
     dw = over.pop("depthwise", None)
-    policy = layers.resolve_kernels(config.kernels)
+    policy = spec.resolve_kernels(config.kernels)
     saved_nn, saved_kernels = model_mod.nn, layers.KERNELS[policy]
     try:
         model_mod.nn = patched_nn(**over)
         if dw is not None:
             layers.KERNELS[policy] = dataclasses.replace(saved_kernels, depthwise=dw)
-        res = benchmark.bench_train(config, timing, pipeline=False)
+        res = throughput.bench_train(config, timing, pipeline=False)
     finally:
         model_mod.nn = saved_nn
         layers.KERNELS[policy] = saved_kernels

@@ -23,9 +23,11 @@ import time
 import jax
 import numpy as np
 
-from mobilenet_jax import Config, hostmem, steps
-from mobilenet_jax.benchmark import synthetic_batch
-from mobilenet_jax.parallel import Devices
+from mobilenet_jax import Config, process
+from mobilenet_jax.core import steps
+from mobilenet_jax.models.memory import estimated_step_bytes
+from mobilenet_jax.benchmarks.throughput import synthetic_batch
+from mobilenet_jax.core.parallel import Devices
 
 
 def op_kinds(hlo_text):
@@ -57,7 +59,7 @@ def main():
     config = Config(width_multiplier=args.alpha, kernels=args.kernels,
                     batch_size=args.batch_size)
     # The allocator of the CLIs, so the profile does not show page faults they do not pay.
-    hostmem.keep_freed_memory(hostmem.estimated_step_bytes(config, config.batch_size,
+    process.keep_freed_memory(estimated_step_bytes(config, config.batch_size,
                                                            args.mode == "train"))
     devices = Devices(config.batch_size)
     local = synthetic_batch(config.batch_size, config.num_classes)

@@ -13,8 +13,9 @@ import time
 import jax
 import numpy as np
 
-from mobilenet_jax import Config, hostmem
-from mobilenet_jax.model import MobileNetV1
+from mobilenet_jax import Config, process
+from mobilenet_jax.models.memory import estimated_step_bytes
+from mobilenet_jax.models.mobilenet import MobileNetV1
 
 GROUP = 10
 
@@ -26,7 +27,7 @@ def main():
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
     config = Config(width_multiplier=args.alpha)
-    hostmem.keep_freed_memory(hostmem.estimated_step_bytes(config, args.batch_size, train=False))
+    process.keep_freed_memory(estimated_step_bytes(config, args.batch_size, train=False))
     model = MobileNetV1(**config.model_kwargs())
     x = jax.random.normal(jax.random.key(0), (args.batch_size, 32, 32, 3))
     variables = model.init(jax.random.key(1), x[:2])

@@ -13,19 +13,17 @@ saves, and resumes from the newest intact one.
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 import pathlib
 import shutil
 import sys
-import warnings
 from typing import Any, Callable, Optional
 
 import jax
 import orbax.checkpoint as ocp
 
-from mobilenet_jax import cli
 from mobilenet_jax.config import Config
+from mobilenet_jax.errors import short_reason, write_error_line
 
 LATEST = "latest"
 # Where JsonSave puts the "config" and "position" items: JsonCheckpointHandler's file name.
@@ -57,7 +55,7 @@ class Checkpoints:
                 for line in set_aside_unusable(self.directory):
                     say(line)
         except OSError as e:
-            raise CheckpointError(cli.write_error_line(
+            raise CheckpointError(write_error_line(
                 e, f"prepare checkpoints in {self.directory}")) from None
         _sync_processes("checkpoints-set-aside")
         policies = [ocp.checkpoint_managers.LatestN(n=keep)]
@@ -83,24 +81,22 @@ class Checkpoints:
         step = int(state.step)
         step_dir = self.directory / str(step)
         try:
-            with cli.stderr_held(SETTLE_S):  # a failure is reported once, in the line below
-                self.manager.save(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(stored_arrays(state)),
-                    config=ocp.args.JsonSave(config.to_dict()),
-                    position=ocp.args.JsonSave({**position, "format": MANIFEST_FORMAT})),
-                    metrics=metrics, force=True)
-                self.manager.wait_until_finished()
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(stored_arrays(state)),
+                config=ocp.args.JsonSave(config.to_dict()),
+                position=ocp.args.JsonSave({**position, "format": MANIFEST_FORMAT})),
+                metrics=metrics, force=True)
+            self.manager.wait_until_finished()
             if jax.process_index() == 0:
                 write_manifest(step_dir)
                 _point_latest(self.directory, step)
         except Exception as e:  # orbax wraps the OSError in errors of its own
-            _quiet_failed_tasks()
             if jax.process_index() == 0:
                 _remove_unfinished(self.directory, step)
             last = latest_intact_step(self.directory)
             kept = (f"the last good checkpoint (step {last}) is intact and still `latest`"
                     if last is not None else "no checkpoint had been saved before")
-            line = cli.write_error_line(e, f"write checkpoint {step_dir}")
+            line = write_error_line(e, f"write checkpoint {step_dir}")
             raise CheckpointError(f"{line}; {kept}") from None
         _sync_processes(f"checkpoint-{step}")
         return step
@@ -205,6 +201,8 @@ def set_aside_unusable(directory) -> list:
     `latest` at the newest intact one. Returns one line per action."""
     directory = pathlib.Path(directory)
     lines = []
+    # Not orbax's cleanup_tmp_directories: it removes them in the background, finished only
+    # by the first save, and says nothing.
     for unfinished in sorted(directory.glob(f"*{UNFINISHED_SUFFIX}*")):
         shutil.rmtree(unfinished, ignore_errors=True)
         lines.append(f"removed {unfinished.name}, a checkpoint save that did not finish")
@@ -245,29 +243,6 @@ def _remove_unfinished(directory: pathlib.Path, step: int) -> None:
     step_dir = directory / str(step)
     if step_dir.is_dir() and not (step_dir / MANIFEST).exists():
         shutil.rmtree(step_dir, ignore_errors=True)  # committed by orbax, manifest unwritten
-
-
-# After a failed orbax call, how long its reads and writes still in flight get to finish
-# (their callbacks print tracebacks into orbax's closed event loop) before stderr returns.
-SETTLE_S = 1.0
-
-
-def _quiet_failed_tasks():
-    """After a failed orbax save or restore: its other tasks and coroutines that failed too
-    are collected only at exit, where asyncio and Python would print each one's traceback
-    after the error's line. Other unraisable errors are still reported."""
-    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    warnings.filterwarnings("ignore", "coroutine '.*' was never awaited", RuntimeWarning)
-    previous = sys.unraisablehook
-    if getattr(previous, "drops_orbax", False):
-        return
-
-    def hook(unraisable):
-        code = getattr(unraisable.object, "cr_code", None)
-        if code is None or "orbax" not in code.co_filename:
-            previous(unraisable)
-    hook.drops_orbax = True
-    sys.unraisablehook = hook
 
 
 def _fsync_dir(directory: pathlib.Path) -> None:
@@ -338,16 +313,13 @@ def restore_step(step_dir, abstract_state) -> tuple[Any, Config, dict]:
     config = read_config(step_dir)
     arrays = stored_arrays(abstract_state)
     try:
-        with cli.stderr_held(SETTLE_S):  # a failure is reported once, in the error raised below
-            _check_shapes(step_dir, arrays)
-            with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-                restored = checkpointer.restore(step_dir, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(arrays),
-                    position=ocp.args.JsonRestore()))
+        _check_shapes(step_dir, arrays)
+        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+            restored = checkpointer.restore(step_dir, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(arrays), position=ocp.args.JsonRestore()))
     except CheckpointError:
         raise
-    except Exception as e:
-        _quiet_failed_tasks()
+    except Exception as e:  # noqa: BLE001 - whatever orbax raises on a damaged checkpoint
         raise _corrupt(step_dir, e) from None
     return abstract_state.replace(**restored["state"]), config, restored["position"]
 
@@ -383,5 +355,4 @@ def _corrupt(step_dir, e: Exception) -> CheckpointError:
 
 
 def _short(e: Exception) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
+    return f"{type(e).__name__}: {short_reason(e)}" if str(e).strip() else type(e).__name__

@@ -1,7 +1,7 @@
 """A folder of image files as a dataset: PATH/train/<class>/* and PATH/test/<class>/*.
 
 Class names are the train folder's subfolder names, sorted (label i is the i-th). Every image
-becomes a uint8 square of the run's resolution (imagefiles.py); files that cannot be read are
+becomes a uint8 square of the run's resolution (images.py); files that cannot be read are
 named in one line and left out.
 """
 import pathlib
@@ -9,8 +9,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from mobilenet_jax import imagefiles
-from mobilenet_jax.data import DataError, Split, check_fits
+from mobilenet_jax.data import images as imagefiles
+from mobilenet_jax.data.arrays import DataError, Split, check_fits
 
 SPLITS = ("train", "test")
 LAYOUT = "PATH/train/<class>/<images> and PATH/test/<class>/<images> (PNG or JPEG)"

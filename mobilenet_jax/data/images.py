@@ -9,6 +9,8 @@ import pathlib
 
 import numpy as np
 
+from mobilenet_jax.errors import short_reason
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -37,7 +39,7 @@ def read_image(path) -> np.ndarray:
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"{path} is not a readable PNG or JPEG image "
-                         f"({' '.join(str(e).split())[:120]})") from None
+                         f"({short_reason(e, 120)})") from None
 
 
 def centre_square(image: np.ndarray) -> np.ndarray:

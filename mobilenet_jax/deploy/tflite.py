@@ -8,14 +8,14 @@ Parameters are the same for every formulation, so every checkpoint converts.
 A model takes one standardised image, float32 (1, resolution, resolution, 3) — int8 for the
 quantised model, with the scale and zero point stored in it — and returns the logits.
 """
-import os
-from typing import Callable, Iterable, Optional
+import contextlib
+from typing import Callable, ContextManager, Iterable, Optional
 
 import numpy as np
 
-from mobilenet_jax import cli
 from mobilenet_jax.config import Config
-from mobilenet_jax.model import MobileNetV1
+from mobilenet_jax.errors import short_reason
+from mobilenet_jax.models.mobilenet import MobileNetV1
 
 EXTRA = "pip install -e '.[export]'"
 
@@ -25,7 +25,6 @@ class TFLiteError(Exception):
 
 
 def _tensorflow():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import tensorflow as tf
     except ImportError:
@@ -35,10 +34,11 @@ def _tensorflow():
     return tf
 
 
-def convert(config: Config, variables: dict, calibration: Optional[Iterable[np.ndarray]] = None
-            ) -> bytes:
+def convert(config: Config, variables: dict, calibration: Optional[Iterable[np.ndarray]] = None,
+            quiet: Callable[[], ContextManager] = contextlib.nullcontext) -> bytes:
     """The network of `config` with `variables` as a TFLite flatbuffer: float32, or with
-    `calibration` (standardised images, each (1, H, W, 3) float32) full-integer int8."""
+    `calibration` (standardised images, each (1, H, W, 3) float32) full-integer int8.
+    The converter logs its every pass; `quiet` (e.g. `process.stderr_dropped`) runs it."""
     tf = _tensorflow()
     from jax.experimental import jax2tf
     model = MobileNetV1(**config.replace(kernels="reference", dtype="float32").model_kwargs())
@@ -57,10 +57,10 @@ def convert(config: Config, variables: dict, calibration: Optional[Iterable[np.n
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
     try:
-        with cli.stderr_held(drop=True):  # the converter logs its every pass
+        with quiet():
             return converter.convert()
-    except Exception as e:
-        raise TFLiteError(f"the TFLite converter failed: {' '.join(str(e).split())[:300]}") from None
+    except Exception as e:  # noqa: BLE001 - the converter raises many kinds
+        raise TFLiteError(f"the TFLite converter failed: {short_reason(e, 300)}") from None
 
 
 def _interpreter_class() -> Callable:
@@ -78,19 +78,21 @@ def _interpreter_class() -> Callable:
 class Runner:
     """One TFLite model in the LiteRT interpreter: standardised float32 images -> logits."""
 
-    def __init__(self, model: bytes | str, num_threads: Optional[int] = None):
+    def __init__(self, model: bytes | str, num_threads: Optional[int] = None,
+                 quiet: Callable[[], ContextManager] = contextlib.nullcontext):
+        """`quiet` runs the interpreter's creation, which logs the delegate it made."""
         Interpreter = _interpreter_class()
         what = model if isinstance(model, str) else "the converted model"
         try:
-            with cli.stderr_held(drop=True):  # "Created TensorFlow Lite XNNPACK delegate"
+            with quiet():
                 if isinstance(model, str):
                     self.interpreter = Interpreter(model_path=model, num_threads=num_threads)
                 else:
                     self.interpreter = Interpreter(model_content=model, num_threads=num_threads)
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise TFLiteError(f"{what} is not a readable TFLite model "
-                              f"({' '.join(str(e).split())[:200]}); export it again") from None
+            raise TFLiteError(f"{what} is not a readable TFLite model ({short_reason(e)}); "
+                              "export it again") from None
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
 

@@ -4,11 +4,11 @@ Every module here has the same 'kernel' parameter (shape and layout) as the `nn.
 stands in for, so a checkpoint is the same whichever formulation computed it. `KERNELS` names
 the two policies: `reference` (nn.Conv for every conv: the paper's form, and what GPUs and
 model exporters get) and `cpu` (hand-written forms that XLA:CPU runs faster); `auto` picks by
-backend (`resolve_kernels`).
+backend (`spec.resolve_kernels`).
 """
 import dataclasses
 import functools
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -293,7 +293,6 @@ KERNELS = {
     "cpu": ConvKernels(stem=FewChannelConv, depthwise=VJPDepthwiseConv,
                        pointwise=functools.partial(PointwiseConv, max_sliced_inputs=4)),
 }
-KERNEL_CHOICES = ("auto", *KERNELS)
 
 
 def conv_kernels(kernels) -> ConvKernels:
@@ -304,15 +303,3 @@ def conv_kernels(kernels) -> ConvKernels:
         raise ValueError(f"kernels must be one of {tuple(KERNELS)} (or 'auto' in a Config), "
                          f"got {kernels!r}")
     return KERNELS[kernels]
-
-
-def resolve_kernels(kernels: str, backend: Optional[str] = None) -> str:
-    """'auto' -> the policy measured fastest on the backend; other names unchanged."""
-    if kernels != "auto":
-        return kernels
-    if backend is None:
-        backend = jax.default_backend()
-    # cpu: 6.8-8.9x the reference's training images/s at alpha 0.1-1.0 on the dev CPU
-    # (experiments/cpu_throughput, sitting of 2026-11-26 10:43).
-    # Elsewhere not measured yet: the reference (cuDNN has its own depthwise kernels).
-    return "cpu" if backend == "cpu" else "reference"

@@ -10,11 +10,11 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from mobilenet_jax import checkpoint as ckpt_lib
-from mobilenet_jax import steps
+from mobilenet_jax.core import checkpoint as ckpt_lib
+from mobilenet_jax.core import steps
 from mobilenet_jax.config import Config
-from mobilenet_jax.model import HEAD
-from mobilenet_jax.parallel import Devices
+from mobilenet_jax.models.spec import HEAD
+from mobilenet_jax.core.parallel import Devices
 
 ARCHITECTURE = ("width_multiplier", "block", "stem_stride")
 

@@ -1,0 +1,1 @@
+"""Timing the steps: the procedure and machine facts, and the throughput of train and infer."""

@@ -1,0 +1,1 @@
+"""What every command shares: the TrainState and its pure steps, devices, checkpoints."""

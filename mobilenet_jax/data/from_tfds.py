@@ -1,0 +1,81 @@
+"""TFDS image classification datasets read into memory (`arrays.Split`).
+
+TensorFlow (through tensorflow-datasets) only reads the data once, into uint8 numpy arrays
+(CIFAR-100 is ~180 MB; larger datasets are refused before they are read, `arrays.check_fits`).
+"""
+import os
+from typing import Optional
+
+import numpy as np
+
+from mobilenet_jax.data.arrays import DataError, Split, check_fits
+from mobilenet_jax.data.images import square_image
+from mobilenet_jax.errors import short_reason
+
+
+def resolve_data_dir(data_dir: Optional[str]) -> str:
+    return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR")
+                              or "~/tensorflow_datasets")
+
+
+def load(name: str, split: str, data_dir: Optional[str] = None, offline: bool = False,
+         size: int = 32) -> Split:
+    """Read a TFDS image classification split into memory (downloading it on first use unless
+    `offline`). Images of a fixed square size are kept as they are; others become squares of
+    side `size` (images.square_image); grayscale becomes RGB."""
+    import tensorflow_datasets as tfds  # imported here: only reading a TFDS dataset needs it
+    try:
+        import tensorflow as tf
+        tf.config.set_visible_devices([], "GPU")  # TensorFlow must not take GPU memory from JAX
+    except (ImportError, RuntimeError):
+        pass
+
+    where = resolve_data_dir(data_dir)
+    try:
+        dataset, info = tfds.load(name, split=split, data_dir=where, download=not offline,
+                                  with_info=True)
+    except Exception as e:  # tfds raises many kinds (absent data, network, split syntax)
+        reason = short_reason(e)
+        if offline:
+            raise DataError(f"dataset {name!r} (split {split!r}) not found in {where} and "
+                            f"--offline forbids downloading ({reason}); pass --data-dir DIR "
+                            f"holding a prepared TFDS {name}, or drop --offline") from None
+        raise DataError(f"could not load {name!r} split {split!r} from {where}: {reason}. Check "
+                        f"--split and network access, or pass --data-dir DIR holding a prepared "
+                        f"TFDS {name} (add --offline to never download)") from None
+    image_key, label_key = _image_and_label(info, name)
+    shape = info.features[image_key].shape
+    fixed = shape[0] is not None and shape[0] == shape[1]
+    side = shape[0] if fixed else size
+    try:
+        count = info.splits[split].num_examples
+    except (KeyError, ValueError):  # no split metadata (tfds's mock data): nothing to check
+        count = 0
+    check_fits(count, side, f"{name!r} split {split!r}")
+    pairs = dataset.map(lambda ex: (ex[image_key], ex[label_key]))
+    if fixed:  # read in large batches and concatenate
+        chunks = list(tfds.as_numpy(pairs.batch(8192)))
+        images = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros((0, side, side, 3))
+        labels = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros((0,))
+        if images.shape[-1] == 1:
+            images = np.repeat(images, 3, axis=-1)
+    else:
+        read = [(square_image(image, size), label) for image, label in tfds.as_numpy(pairs)]
+        images = np.stack([r[0] for r in read]) if read else np.zeros((0, side, side, 3))
+        labels = np.array([r[1] for r in read])
+    if not len(labels):
+        raise DataError(f"split {split!r} of {name!r} in {where} is empty; check --split")
+    return Split(images.astype(np.uint8), labels.astype(np.int32),
+                 tuple(info.features[label_key].names))
+
+
+def _image_and_label(info, name: str) -> tuple[str, str]:
+    """The names of the dataset's image feature and class-label feature."""
+    import tensorflow_datasets as tfds
+    features = info.features
+    images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+    labels = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
+    if not images or not labels:
+        raise DataError(f"{name!r} is not an image classification dataset: it needs an image "
+                        f"feature and a class-label feature, and has {dict(features)!r:.200}")
+    return images[0], ("label" if "label" in labels else labels[0])

@@ -1,0 +1,1 @@
+"""A trained model outside training: TFLite export with its parity report, and prediction."""

@@ -1,0 +1,136 @@
+"""A checkpoint as TFLite files for phones (float32, and full-integer int8), with labels.txt,
+metadata.json, and parity.json: each model's logits and top-1 against JAX's on the
+checkpoint's test split, accuracies, file sizes and single-image latency. The int8 model is
+calibrated on training images of the checkpoint's dataset.
+"""
+import contextlib
+import json
+import os
+import pathlib
+from typing import Callable, ContextManager
+
+import jax
+import numpy as np
+
+from mobilenet_jax.benchmarks.timing import time_steps
+from mobilenet_jax.config import Config
+from mobilenet_jax.core import restore, steps
+from mobilenet_jax.data import sources
+from mobilenet_jax.data.arrays import Split
+from mobilenet_jax.deploy import tflite
+from mobilenet_jax.deploy.predictor import CheckpointModel
+from mobilenet_jax.errors import write_error_line
+
+FLOAT_MODEL, INT8_MODEL = "model.tflite", "model_int8.tflite"
+LATENCY_RUNS = 100
+
+
+def calibration_images(config: Config, count: int, data_dir, offline: bool) -> list:
+    """`count` training images of the checkpoint's dataset (a fixed random choice),
+    standardised as the network's inputs, one (1, H, W, 3) array each."""
+    train = sources.load_split(config, config.split, data_dir, offline)
+    chosen = np.random.default_rng([config.seed, 0xCA1]).permutation(len(train))[:count]
+    images = steps.float32_input(train.images[np.sort(chosen)], config)
+    return [images[i:i + 1] for i in range(len(images))]
+
+
+def metadata(config: Config, step_dir, step: int, int8: bool) -> dict:
+    r = config.resolution
+    return {
+        "model": FLOAT_MODEL, "model_int8": INT8_MODEL if int8 else None,
+        "input": {"shape": [1, r, r, 3], "layout": "NHWC", "channels": "RGB",
+                  "dtype": "float32 (int8 for model_int8: q = round(x / scale) + zero_point, "
+                           "both stored in the model)",
+                  "preprocessing": "centre square crop; bilinear (antialiased) resize to "
+                                   + (f"{config.image_size}x{config.image_size}, then " if
+                                      config.image_size != r else "")
+                                   + f"{r}x{r}; pixels / 255; (x - mean) / std per channel",
+                  "mean": list(config.mean), "std": list(config.std)},
+        "output": {"shape": [1, config.num_classes], "meaning": "logits (softmax gives "
+                   "probabilities)", "labels": "labels.txt, line i is label i"},
+        "class_names": list(config.label_names()),
+        "width_multiplier": config.width_multiplier, "resolution": r,
+        "source": {"checkpoint": str(step_dir), "step": step},
+        "config": config.to_dict(),
+    }
+
+
+def median_ms(fn, runs: int = LATENCY_RUNS) -> float:
+    """Median milliseconds of `fn()` over `runs` calls after one warm-up (and compilation)."""
+    timing = time_steps(fn, lambda _: None, warmup=1, min_steps=runs, min_time_s=0.0)
+    return 1e3 * timing["median_step_s"]
+
+
+def parity(model: CheckpointModel, runners: dict, test: Split, config: Config) -> dict:
+    """Each exported model against the checkpoint in JAX, on the test images."""
+    images = steps.float32_input(test.images, config)
+    reference = model(images)
+    top1 = reference.argmax(-1)
+    one = images[:1]
+    forward = lambda: jax.block_until_ready(model.forward(model.variables, one))  # noqa: E731
+    result = {"images": len(test), "jax": {"top1": float((top1 == test.labels).mean()),
+                                          "latency_ms": median_ms(forward)}}
+    logits = {name: runner(images) for name, runner in runners.items()}
+    for name, runner in runners.items():
+        result[name] = {
+            "top1": float((logits[name].argmax(-1) == test.labels).mean()),
+            "top1_agreement_with_jax": float((logits[name].argmax(-1) == top1).mean()),
+            "max_abs_logit_difference": float(np.abs(logits[name] - reference).max()),
+            "logit_range": float(reference.max() - reference.min()),
+            "latency_ms": median_ms(lambda: runner.invoke(one)),
+        }
+        result[name]["max_abs_logit_difference_over_range"] = (
+            result[name]["max_abs_logit_difference"] / result[name]["logit_range"])
+    if "int8" in logits and "float" in logits:
+        result["int8"]["top1_agreement_with_float"] = float(
+            (logits["int8"].argmax(-1) == logits["float"].argmax(-1)).mean())
+    return result
+
+
+def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 500,
+           parity_images: int | None = None, data_dir=None, offline: bool = False,
+           say=print, quiet: Callable[[], ContextManager] = contextlib.nullcontext) -> dict:
+    """Write the TFLite files of the checkpoint in `step_dir` into `out` and measure them;
+    the report. `quiet` runs the converter and the interpreters (see `tflite.convert`)."""
+    restored = restore.restore(step_dir)
+    state, config = restored.state, restored.config
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "labels.txt").write_text("".join(f"{n}\n" for n in config.label_names()))
+    except OSError as e:
+        raise ValueError(write_error_line(e, f"write to {out}", "--out")) from None
+    test = None
+    if parity_images != 0:  # read the data before the slow conversion: absent data fails fast
+        test = sources.load_split(config, "test", data_dir, offline)
+        test = test.take(np.arange(min(parity_images or len(test), len(test))))
+    calibration_set = calibration_images(config, calibration, data_dir, offline) if int8 else None
+
+    variables = jax.device_get(state.eval_variables())
+    files = {"float": out / FLOAT_MODEL}
+    models = {"float": tflite.convert(config, variables, quiet=quiet)}
+    if int8:
+        files["int8"] = out / INT8_MODEL
+        models["int8"] = tflite.convert(config, variables, calibration_set, quiet)
+    try:
+        for name, model in models.items():
+            files[name].write_bytes(model)
+        (out / "metadata.json").write_text(json.dumps(
+            metadata(config, step_dir, restored.step, int8), indent=2) + "\n")
+    except OSError as e:
+        raise ValueError(write_error_line(e, f"write to {out}", "--out")) from None
+    sizes = {name: os.path.getsize(path) for name, path in files.items()}
+    say(f"wrote {', '.join(f'{p} ({sizes[n] / 1024:.0f} KiB)' for n, p in files.items())}, "
+        f"labels.txt and metadata.json")
+
+    report = {"checkpoint": str(step_dir), "step": restored.step,
+              "dataset": config.image_folder or config.dataset,
+              "file_bytes": sizes, "threads": os.cpu_count()}
+    if int8:
+        report["int8_size_over_float"] = sizes["int8"] / sizes["float"]
+    if test is not None:
+        runners = {name: tflite.Runner(model, num_threads=os.cpu_count(), quiet=quiet)
+                   for name, model in models.items()}
+        report["ops"] = sorted(set(runners["float"].ops))
+        report["parity"] = parity(CheckpointModel(state, config), runners, test, config)
+        (out / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

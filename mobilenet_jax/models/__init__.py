@@ -1,0 +1,1 @@
+"""The network: `spec` (Table 1, no Flax), `layers` (conv formulations), `mobilenet` (modules)."""
