@@ -17,6 +17,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # commands they start) shares this cache.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".pytest_cache" / "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# Most tests compile far more than they run: XLA's costly passes off, for every test process
+# (`optimized` turns them on where runs are long or XLA's own buffers are measured).
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # What the commands set for themselves (process.quiet_tensorflow), for the library calls here.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -68,6 +71,18 @@ def run(args, cwd, timeout=600, env=None, process=False):
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
+@contextlib.contextmanager
+def optimized():
+    """XLA's optimisations on meanwhile, as outside the tests."""
+    import jax
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", previous)
+
+
 def assert_one_line_error(result, *fragments):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -97,7 +112,8 @@ def built_once(tmp_path_factory, name: str, build) -> pathlib.Path:
 def trained_run(subset_dir, tmp_path_factory):
     """A run trained in its cwd (the default workdir) on the subset: (cwd, train's result)."""
     def train(cwd):
-        result = run(["mobilenet_jax.train", *E2E_FLAGS, "--data-dir", subset_dir], cwd)
+        with optimized():  # 470 steps
+            result = run(["mobilenet_jax.train", *E2E_FLAGS, "--data-dir", subset_dir], cwd)
         assert result.returncode == 0, result.stderr[-2000:]
         (cwd / "train_result.json").write_text(json.dumps(
             {"stdout": result.stdout, "stderr": result.stderr}))

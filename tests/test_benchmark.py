@@ -1,19 +1,16 @@
 """The benchmark CLI runs end to end in smoke mode and writes the expected JSON (no speed checks)."""
 import json
 import mmap
-import subprocess
-import sys
 import time
 
 from mobilenet_jax.benchmarks.timing import time_steps
-from tests.conftest import REPO
+from tests.conftest import REPO, run
 
 
 def test_benchmark_smoke_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "mobilenet_jax.benchmark", "--smoke", "--kernels", "auto",
-         "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=240)
+    proc = run(["mobilenet_jax.benchmark", "--smoke", "--kernels", "auto", "--json", str(out)],
+               REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "img/s" in proc.stdout
     result = json.loads(out.read_text())
@@ -48,9 +45,7 @@ def test_benchmark_smoke_writes_json(tmp_path):
 
 
 def test_benchmark_rejects_unknown_implementation():
-    proc = subprocess.run(
-        [sys.executable, "-m", "mobilenet_jax.benchmark", "--smoke", "--kernels", "nope"],
-        cwd=REPO, capture_output=True, text=True, timeout=60)
+    proc = run(["mobilenet_jax.benchmark", "--smoke", "--kernels", "nope"], REPO)
     assert proc.returncode == 2 and "nope" in proc.stderr
 
 

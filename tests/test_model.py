@@ -32,7 +32,7 @@ def test_width_rule_channels_in_param_tree():
     params = init(jax.random.key(0), (1, 32, 32, 3))["params"]
     channels = [params["stem"]["kernel"].shape[-1]]
     channels += [params[f"block{i}"]["pointwise"]["kernel"].shape[-1] for i in range(1, 14)]
-    # max(1, round(0.1*c)) with round half to even, from the table
+    # max(1, round(0.1*c)) with round half to even, as the seed project's table gives them
     assert channels == [3, 6, 13, 13, 26, 26, 51, 51, 51, 51, 51, 51, 102, 102]
     assert params["classifier"]["kernel"].shape == (102, 100)
 

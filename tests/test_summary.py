@@ -1,12 +1,10 @@
 """Parameter and mult-add counts against the paper (Howard et al. 2017, Tables 6 and 7) and the
-seed project's figures given in the issue."""
-import subprocess
-import sys
-
+seed project's own figures."""
 import pytest
 
 from mobilenet_jax.models.mobilenet import MobileNetV1
 from mobilenet_jax.models.summary import summarize, totals
+from tests.conftest import REPO, run
 
 
 def counts(**kwargs):
@@ -47,13 +45,11 @@ def test_batchnorm_parameters_are_their_own_column():
 
 
 def test_cli_prints_table_and_rejects_bad_values():
-    ok = subprocess.run([sys.executable, "-m", "mobilenet_jax.summary", "--alpha", "0.1",
-                         "--resolution", "32", "--num-classes", "100", "--block", "seed"],
-                        capture_output=True, text=True)
+    ok = run(["mobilenet_jax.summary", "--alpha", "0.1", "--resolution", "32",
+              "--num-classes", "100", "--block", "seed"], REPO)
     assert ok.returncode == 0, ok.stderr
     assert "73,797" in ok.stdout and "272,144" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "mobilenet_jax.summary", "--alpha", "-2"],
-                         capture_output=True, text=True)
+    bad = run(["mobilenet_jax.summary", "--alpha", "-2"], REPO)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "-2" in bad.stderr
     assert "Traceback" not in bad.stderr
