@@ -3,8 +3,6 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
-# What the lock is resolved for: the CI machine's Python and platform.
-LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
 .PHONY: train test summary benchmark lock clean
 
@@ -27,10 +25,15 @@ summary: $(STAMP)
 benchmark: $(STAMP)
 	$(VENV)/bin/python -m mobilenet_jax.benchmark $(ARGS)
 
-lock: $(STAMP)  ## re-resolve requirements.lock: the newest versions setup.cfg's ranges allow
-	$(VENV)/bin/pip install -q uv
-	$(VENV)/bin/uv pip compile setup.cfg --extra test --extra export $(LOCK_TARGET) \
-	    --upgrade --quiet --custom-compile-command "make lock" -o requirements.lock
+# pip-compile (pip's resolver) for the venv's Python and platform: Python 3.11 on Linux x86-64,
+# as CI. (uv pip compile ignores upper bounds of Requires-Python and locked a release that
+# 3.11 cannot install.)
+lock:  ## re-resolve requirements.lock: the newest versions setup.cfg's ranges allow
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q pip-tools
+	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --upgrade --extra test \
+	    --extra export --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
+	    --output-file requirements.lock setup.cfg
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -9,7 +9,7 @@
 # BEFORE=DIR (another checkout, e.g. `git worktree add ../before <commit>`) times that code
 # right before ours in every round, with BEFORE_FLAGS (default: --depthwise auto).
 # Ours runs one process per alpha and mode, as a user's run would: the allocator is set per
-# process from the size of its step (mobilenet_jax/hostmem.py).
+# process from the size of its step (mobilenet_jax/process.py).
 set -x
 OUT=${OUT:?set OUT=experiments/cpu_throughput/sittings/<date>T<time>}
 REPS=${REPS:-2}
@@ -18,7 +18,7 @@ ALPHAS_TRAIN=${ALPHAS_TRAIN:-0.1 0.25 1.0}
 ALPHAS_INFER=${ALPHAS_INFER:-0.1 1.0}
 KERNELS=${KERNELS:-auto,cpu,reference}
 ALLOC_PEERS=${ALLOC_PEERS:-1}
-# What mobilenet_jax/hostmem.py sets for every step (for steps past 64 MiB it adds one arena).
+# What mobilenet_jax/process.py sets for every step (for steps past 64 MiB it adds one arena).
 ALLOC=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647
 BEFORE_FLAGS=${BEFORE_FLAGS:---depthwise auto}
 mkdir -p $OUT

@@ -292,7 +292,7 @@ def read_config(step_dir) -> Config:
 
     Read as the JSON file orbax's JsonSave wrote, not through orbax, which starts JAX's
     backend: `evaluate` sets the allocator from the config, and that must come first
-    (mobilenet_jax/hostmem.py).
+    (mobilenet_jax/process.py).
     """
     step_dir = pathlib.Path(step_dir)
     try:
