@@ -20,7 +20,7 @@ CONFIG = Config(width_multiplier=0.1, num_classes=10)
 
 
 def make_state(config=CONFIG, seed=0):
-    return steps.build(config).init_state(jax.random.key(seed))
+    return jax.jit(steps.build(config).init_state)(jax.random.key(seed))
 
 
 def save_steps(directory, steps, keep=2, val_top1=None):
@@ -252,7 +252,7 @@ import sys, jax
 from mobilenet_jax import Config
 from mobilenet_jax.core import checkpoint, steps
 config = Config(width_multiplier=0.1, num_classes=10)
-state = steps.build(config).init_state(jax.random.key(0))
+state = jax.jit(steps.build(config).init_state)(jax.random.key(0))
 checkpoints = checkpoint.Checkpoints(sys.argv[1], keep=3, keep_best=False)
 step = checkpoints.latest_step() or 0
 print("ready", flush=True)

@@ -83,8 +83,8 @@ def assert_same_step(a_dir, b_dir, start_dir=None):
     the initial state when None): same step, data position and RNG, and states that differ by
     no more than summation order makes them."""
     a, b = restore(a_dir), restore(b_dir)
-    start = (restore(start_dir).state if start_dir
-             else steps.build(a.config).init_state(jax.random.key(a.config.seed)))
+    start = (restore(start_dir).state if start_dir else
+             jax.jit(steps.build(a.config).init_state)(jax.random.key(a.config.seed)))
     assert int(a.state.step) == int(b.state.step) == int(start.step) + 1
     assert a.position == b.position
     for name, difference in compare_steps.relative_difference(a.state, b.state, start).items():

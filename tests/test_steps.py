@@ -92,7 +92,7 @@ def test_bfloat16_training_tracks_float32():
         applies[dtype] = training.model.apply
     flat = lambda tree: jnp.concatenate([x.ravel() for x in jax.tree.leaves(tree)])  # noqa: E731
 
-    state = training.init_state(jax.random.key(0))
+    state = jax.jit(training.init_state)(jax.random.key(0))
     bf16_state, bf16_losses = state, []
     for k in range(6):
         out = {}
@@ -125,7 +125,7 @@ def test_ema_follows_its_formula_and_is_what_evaluation_runs():
     config = Config(width_multiplier=0.1, num_classes=10, ema_decay=0.5, warmup_epochs=0)
     training = steps.build(config, steps_per_epoch=10)
     step = jax.jit(functools.partial(steps.train_step, config=config, schedule=training.schedule))
-    state = training.init_state(jax.random.key(0))
+    state = jax.jit(training.init_state)(jax.random.key(0))
     expected = {"params": state.params, "batch_stats": state.batch_stats}
     for decay in (0.1, 2 / 11, 0.25):
         state, _ = step(state, batch, jax.random.key(1))
@@ -136,11 +136,13 @@ def test_ema_follows_its_formula_and_is_what_evaluation_runs():
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), state.ema["params"],
                          state.params)
     assert max(jax.tree.leaves(moved)) > 1e-3  # the average is not the weights themselves
-    metrics, _ = steps.eval_step(state, batch, config=config)
-    logits = state.apply_fn(state.ema, steps.normalize(batch["image"], config), train=False)
+    metrics, _ = jax.jit(functools.partial(steps.eval_step, config=config))(state, batch)
+    logits = jax.jit(lambda v, x: state.apply_fn(v, x, train=False))(
+        state.ema, steps.normalize(batch["image"], config))
     expected_loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).sum()
     np.testing.assert_allclose(metrics["loss"], expected_loss, rtol=1e-5)
-    assert steps.build(config.replace(ema_decay=0.0)).init_state(jax.random.key(0)).ema is None
+    no_average = steps.build(config.replace(ema_decay=0.0))
+    assert jax.eval_shape(no_average.init_state, jax.random.key(0)).ema is None
 
 
 def test_mixup_and_cutmix_train_against_mixed_targets():
@@ -153,7 +155,9 @@ def test_mixup_and_cutmix_train_against_mixed_targets():
     for mixing in ({}, {"mixup_alpha": 1.0}, {"cutmix_alpha": 1.0}):
         config = Config(width_multiplier=0.1, num_classes=10, augment=False, **mixing)
         training = steps.build(config, steps_per_epoch=10)
-        _, metrics = steps.train_step(training.init_state(jax.random.key(0)), batch,
-                                      jax.random.key(1), config=config, schedule=training.schedule)
+        step = jax.jit(functools.partial(steps.train_step, config=config,
+                                         schedule=training.schedule))
+        _, metrics = step(jax.jit(training.init_state)(jax.random.key(0)), batch,
+                          jax.random.key(1))
         losses[tuple(mixing)] = float(metrics["loss"])
     assert len(set(losses.values())) == 3 and all(np.isfinite(list(losses.values())))

@@ -60,8 +60,8 @@ def train(config: Config, num_classes_from_data: bool = False,
           stop_requested: Callable[[], Optional[str]] = lambda: None) -> dict:
     """Train (or resume) the run of `config` in config.workdir. Returns the final metrics.
     With `num_classes_from_data`, the dataset's class count replaces config.num_classes.
-    `stop_requested` (polled every step; e.g. `process.StopSignals`) returns why to stop, or
-    None: then the loop checkpoints and returns."""
+    `stop_requested` (polled every step, e.g. `process.StopSignals`) returns a reason to stop
+    or None; given a reason, the loop checkpoints and returns."""
     workdir = pathlib.Path(config.workdir)
     main_process = jax.process_index() == 0
     devices = parallel.Devices(config.batch_size)
