@@ -78,9 +78,8 @@ def main(argv=None):
     except ValueError as e:
         cli.fail(str(e))
 
-    # The allocator is chosen once per process, before JAX starts, for the run's largest step
-    # (process.keep_freed_memory): time small and large models in separate runs, as the sitting script does
-    # (experiments/cpu_throughput/run_sitting.sh).
+    # The allocator is set once per process, before JAX starts, for the run's largest step:
+    # time small and large models in separate runs (experiments/cpu_throughput/run_sitting.sh).
     modes = ("train", "infer") if args.mode == "both" else (args.mode,)
     step_bytes = max(estimated_step_bytes(c, batch if m == "train" else infer_batch, m == "train")
                      for c in configs.values() for m in modes)

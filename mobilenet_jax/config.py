@@ -8,7 +8,8 @@ import json
 import math
 from typing import Optional
 
-from mobilenet_jax.models.spec import BLOCK_TYPES, KERNEL_CHOICES, check_model_args, resolve_kernels
+from mobilenet_jax.models.spec import (BLOCK_TYPES, KERNEL_CHOICES, check_model_args,
+                                       resolve_kernels)
 
 # Per-channel mean and standard deviation of the CIFAR-100 training images, pixels in [0, 1].
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)

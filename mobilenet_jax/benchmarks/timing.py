@@ -18,8 +18,9 @@ WARMUP, MIN_STEPS, MIN_TIME_S, MAX_TIME_S, MIN_STEPS_HARD = 3, 20, 4.0, 30.0, 5
 
 def time_steps(step_fn, sync_fn, warmup=WARMUP, min_steps=MIN_STEPS, min_time_s=MIN_TIME_S,
                max_time_s=MAX_TIME_S):
-    """Warm-up, then >= min_steps and >= min_time_s; median step time. Also what the process did meanwhile, per timed step (clock-free, from getrusage): cores
-    busy, page faults, and context switches its threads gave up (waits) or were forced to."""
+    """Warm-up, then >= min_steps and >= min_time_s; median step time. Also what the process
+    did meanwhile, per timed step (clock-free, from getrusage): cores busy, page faults, and
+    context switches its threads gave up (waits) or were forced to."""
     for _ in range(warmup):
         sync_fn(step_fn())
     usage = resource.getrusage(resource.RUSAGE_SELF)
