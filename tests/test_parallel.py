@@ -12,7 +12,7 @@ import jax
 
 from mobilenet_jax.core import steps
 from mobilenet_jax.core.restore import restore
-from tests.conftest import REPO
+from tests.conftest import REPO, run
 
 COMPARE_STEPS = REPO / "experiments" / "device_count" / "compare_steps.py"
 # Its measure of how far two results of a step differ (`relative_difference`) is the tests'.
@@ -78,6 +78,21 @@ def finish(*procs, timeout=400):
             p.wait()
 
 
+def train_all(subset_dir, *runs):
+    """Train each (workdir, max_steps, env) run: in a process of its own with `env` added to
+    the environment, or with env None here (one device), while the processes run."""
+    procs = [train_cli(flags(subset_dir, workdir, steps), env)
+             for workdir, steps, env in runs if env is not None]
+    try:
+        for workdir, steps, env in runs:
+            if env is None:
+                result = run(["mobilenet_jax.train", *flags(subset_dir, workdir, steps)],
+                             workdir.parent)
+                assert result.returncode == 0, result.stderr[-3000:]
+    finally:
+        finish(*procs)
+
+
 def assert_same_step(a_dir, b_dir, start_dir=None):
     """The checkpoints in a_dir and b_dir took the same step from the one in start_dir (from
     the initial state when None): same step, data position and RNG, and states that differ by
@@ -95,17 +110,15 @@ def test_checkpoints_move_between_device_counts(subset_dir, tmp_path):
     """A checkpoint written on 1 device resumes on 8 and one written on 8 resumes on 1, each
     taking the step that the device count that wrote it takes."""
     one, eight = tmp_path / "one", tmp_path / "eight"
-    finish(train_cli(flags(subset_dir, one, 1)), train_cli(flags(subset_dir, eight, 1), EIGHT_DEVICES))
+    train_all(subset_dir, (one, 1, None), (eight, 1, EIGHT_DEVICES))
     assert_same_step(eight / "checkpoints" / "1", one / "checkpoints" / "1")
-    for run, other_env in ((one, EIGHT_DEVICES), (eight, None)):
-        start = run.with_name(run.name + "_start")
-        moved = run.with_name(run.name + "_moved")
-        shutil.copytree(run, start, symlinks=True)
-        shutil.copytree(run, moved, symlinks=True)
-        same_env = None if run is one else EIGHT_DEVICES
-        finish(train_cli(flags(subset_dir, run, 2), same_env),
-               train_cli(flags(subset_dir, moved, 2), other_env))
-        assert_same_step(moved / "checkpoints" / "2", run / "checkpoints" / "2",
+    for written, same_env, other_env in ((one, None, EIGHT_DEVICES), (eight, EIGHT_DEVICES, None)):
+        start = written.with_name(written.name + "_start")
+        moved = written.with_name(written.name + "_moved")
+        shutil.copytree(written, start, symlinks=True)
+        shutil.copytree(written, moved, symlinks=True)
+        train_all(subset_dir, (written, 2, same_env), (moved, 2, other_env))
+        assert_same_step(moved / "checkpoints" / "2", written / "checkpoints" / "2",
                          start / "checkpoints" / "1")
 
 
@@ -120,9 +133,7 @@ def test_two_processes_match_one(subset_dir, tmp_path):
     first step one process takes."""
     single, multi = tmp_path / "single", tmp_path / "multi"
     port = free_port()
-    procs = [train_cli(flags(subset_dir, multi, 1),
-                       {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
-                        "JAX_PROCESS_ID": str(i)}) for i in range(2)]
-    finish(*procs, timeout=300)
-    finish(train_cli(flags(subset_dir, single, 1)))
+    train_all(subset_dir, *[(multi, 1, {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                                        "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)})
+                            for i in range(2)], (single, 1, None))
     assert_same_step(multi / "checkpoints" / "1", single / "checkpoints" / "1")
