@@ -93,10 +93,10 @@ def assert_one_line_error(result, *fragments):
 
 
 def built_once(tmp_path_factory, name: str, build) -> pathlib.Path:
-    """`build(directory)` once per test session, by whichever test process asks first; the
+    """`build(directory)` once per pytest run, by whichever test process asks first; the
     others wait for it and share the directory (read it; write only files of their own)."""
     base = tmp_path_factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the session's
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this run's
     directory = root / name
     with open(root / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -75,7 +75,7 @@ def bench_pipeline(config, devices, batch, res, timing) -> dict:
     n = max(config.batch_size * 20, 10_000)
     rng = np.random.default_rng(0)
     split = arrays.Split(rng.integers(0, 256, (n, *DATASET_IMAGE), dtype=np.uint8),
-                       rng.integers(0, config.num_classes, (n,), dtype=np.int32))
+                         rng.integers(0, config.num_classes, (n,), dtype=np.int32))
     times = []
     for epoch in range(2):
         it = arrays.train_batches(split, config.batch_size, 0, epoch)

@@ -9,6 +9,6 @@ def load_split(config, split: str, data_dir: Optional[str] = None, offline: bool
     """A split of the run's data: its image folder, or its TFDS dataset."""
     if config.image_folder:
         return from_folder.load(config.image_folder, split, config.resolution,
-                                 config.class_names if split != "train" else None)
+                                config.class_names if split != "train" else None)
     return from_tfds.load(config.dataset, split, data_dir or config.data_dir,
-                offline or config.offline, config.resolution)
+                          offline or config.offline, config.resolution)

@@ -64,7 +64,7 @@ class CheckpointModel:
 
 def top_k(logits: np.ndarray, k: int, class_names: tuple) -> list:
     """[{"label", "class", "probability"}, ...] of the k most probable classes."""
-    p = np.asarray(probabilities(logits.astype(np.float64)))
+    p = np.asarray(probabilities(logits))
     order = np.argsort(-p, kind="stable")[:k]
     return [{"label": int(c), "class": class_names[c], "probability": float(p[c])}
             for c in order]
