@@ -49,6 +49,15 @@ def add_config_flags(parser: argparse.ArgumentParser, names=None, all_optional=F
                                 metavar=None if f.metadata["choices"] else typ.__name__.upper())
 
 
+def add_compile_cache_flag(parser: argparse.ArgumentParser, default=None) -> None:
+    """--compile-cache DIR|off, for `process.use_compile_cache`."""
+    parser.add_argument("--compile-cache", default=default, metavar="DIR",
+                        help="keep compiled steps in DIR so that the next run of the same "
+                             "steps loads them instead of compiling; 'off' disables it "
+                             "(default: " + (default or "$JAX_COMPILATION_CACHE_DIR or "
+                                              "~/.cache/mobilenet_jax/jax") + ")")
+
+
 def given_flags(args: argparse.Namespace, names=None) -> dict:
     """The Config fields given on the command line (flags added with `all_optional`)."""
     return {k: v for k, v in vars(args).items()

@@ -25,9 +25,11 @@ def main(argv=None):
     parser.add_argument("--per-class", action="store_true", help="print per-class accuracy")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     cli.add_config_flags(parser, names=("data_dir", "offline") + MODEL_FLAGS, all_optional=True)
+    cli.add_compile_cache_flag(parser)
     args = parser.parse_args(argv)
     overrides = cli.given_flags(args, MODEL_FLAGS)
     try:
+        process.use_compile_cache(args.compile_cache)
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         step_dir = ckpt_lib.resolve(args.ckpt)

@@ -50,8 +50,10 @@ def main(argv=None):
                         help="test images to measure parity on (default: the whole test split; "
                              "0: no parity check, no data needed for a float export)")
     cli.add_config_flags(parser, names=("data_dir", "offline"), all_optional=True)
+    cli.add_compile_cache_flag(parser)
     args = parser.parse_args(argv)
     try:
+        process.use_compile_cache(args.compile_cache)
         if args.calibration_images < 1:
             raise ValueError(f"--calibration-images must be >= 1, got {args.calibration_images}")
         if args.parity_images is not None and args.parity_images < 0:

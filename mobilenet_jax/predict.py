@@ -35,9 +35,11 @@ def main(argv=None):
                         "(its metadata.json beside it) to run instead of a checkpoint")
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (default: 5)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    cli.add_compile_cache_flag(parser)
     args = parser.parse_args(argv)
     problems = []
     try:
+        process.use_compile_cache(args.compile_cache)
         if (args.ckpt is None) == (args.tflite is None):
             raise ValueError("pass one of --ckpt CKPT (a trained run) or --tflite MODEL "
                              "(an exported model)")

@@ -1,5 +1,6 @@
 """Process-wide settings, made only by the command entry points (never by importing or calling
-the library): the allocator, quiet third-party start-up and failure logs, stop signals.
+the library): the allocator, the compilation cache, quiet third-party start-up and failure
+logs, stop signals.
 
 Allocator: XLA:CPU allocates a step's temporary buffer (tens to hundreds of MB) afresh for
 every call and frees it after. glibc serves blocks that large with mmap and returns them with
@@ -12,10 +13,13 @@ import contextlib
 import ctypes
 import logging
 import os
+import pathlib
 import signal
 import sys
 import warnings
 from typing import Optional
+
+from mobilenet_jax.errors import short_reason
 
 
 def quiet_tensorflow() -> None:
@@ -58,6 +62,45 @@ def start_command() -> None:
     reads a TFDS dataset or converts a model, later)."""
     quiet_tensorflow()
     quiet_library_logs()
+
+
+def default_compile_cache() -> pathlib.Path:
+    """$JAX_COMPILATION_CACHE_DIR if set, else a per-user cache directory."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return pathlib.Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return pathlib.Path(base) / "mobilenet_jax" / "jax"
+
+
+def use_compile_cache(directory: Optional[str]) -> Optional[pathlib.Path]:
+    """Keep compiled steps in `directory` (None: `default_compile_cache()`; "off": nowhere), so
+    the next process that compiles the same step loads it instead (experiments/compile_cache).
+    JAX keys each entry by the program, the jax/jaxlib version, the device and the compile
+    options, so another version's or device's entries are never used; an unreadable entry is
+    compiled afresh. Returns the directory in use. An unusable `directory` raises ValueError;
+    an unusable default turns the cache off, with one line saying so."""
+    import jax
+    if directory == "off":
+        jax.config.update("jax_enable_compilation_cache", False)
+        return None
+    path = pathlib.Path(directory).expanduser() if directory else default_compile_cache()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(f"{path} is not writable")
+    except OSError as e:
+        if directory:
+            raise ValueError(f"--compile-cache {directory} cannot hold the compilation cache "
+                             f"({short_reason(e)}); pass a writable directory or off") from None
+        print(f"note: compilation cache off ({short_reason(e)}); pass --compile-cache DIR to "
+              "keep compiled steps elsewhere", file=sys.stderr)
+        jax.config.update("jax_enable_compilation_cache", False)
+        return None
+    jax.config.update("jax_enable_compilation_cache", True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    # A damaged entry is only a cache miss: JAX compiles the step again.
+    warnings.filterwarnings("ignore", "Error (reading|writing) persistent compilation cache")
+    return path
 
 
 @contextlib.contextmanager

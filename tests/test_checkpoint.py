@@ -14,6 +14,7 @@ import pytest
 from mobilenet_jax import Config
 from mobilenet_jax.core import steps
 from mobilenet_jax.core import checkpoint as ckpt_lib
+from mobilenet_jax.core.parallel import Devices
 from mobilenet_jax.core.restore import restore
 
 CONFIG = Config(width_multiplier=0.1, num_classes=10)
@@ -60,6 +61,21 @@ def test_restore_round_trips_the_state(tmp_path):
     assert state.ema is not None  # the moving average round-trips with the rest
     for a, b in zip(jax.tree.leaves(state.ema), jax.tree.leaves(original.ema)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_restored_state_takes_the_train_step_a_new_one_takes(tmp_path):
+    """The same types (no weakly typed step count): one compiled step, which a resumed run
+    loads from the compilation cache instead of compiling it again."""
+    save_steps(tmp_path / "checkpoints", [4])
+    restored = restore(tmp_path / "checkpoints" / "4")
+    devices, key = Devices(8), jax.random.key(1)
+    training = steps.build(CONFIG)
+    batch = devices.global_batch({"image": np.zeros((8, 32, 32, 3), np.uint8),
+                                  "label": np.zeros((8,), np.int32)})
+    train = training.jit_steps(devices).train
+    new = training.new_state(jax.random.key(0), devices)
+    assert train.lower(new, batch, key).as_text() == \
+        train.lower(restored.state, batch, key).as_text()
 
 
 def test_checkpoint_from_before_the_moving_average_restores(tmp_path):

@@ -5,65 +5,13 @@ import json
 import jax
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 
-from conftest import assert_one_line_error, built_once, run
+from conftest import CLASSES, assert_one_line_error, run
 from mobilenet_jax import Config
 from mobilenet_jax.data import arrays, from_folder, from_tfds
 from mobilenet_jax.core import checkpoint as ckpt_lib
 from mobilenet_jax.training import loop
 from mobilenet_jax.core.restore import restore
-
-CLASSES = ("circles", "squares", "stripes")
-
-
-def shape_image(rng, kind: int) -> Image.Image:
-    """A light shape on a dark background at a random odd size: a circle, a square or stripes."""
-    w, h = (int(v) for v in rng.integers(19, 91, 2))
-    image = Image.new("RGB", (w, h), tuple(int(v) for v in rng.integers(0, 80, 3)))
-    draw, s = ImageDraw.Draw(image), min(w, h) / 3
-    colour = tuple(int(v) for v in rng.integers(150, 256, 3))
-    box = [w / 2 - s, h / 2 - s, w / 2 + s, h / 2 + s]
-    if kind == 0:
-        draw.ellipse(box, fill=colour)
-    elif kind == 1:
-        draw.rectangle(box, fill=colour)
-    else:
-        for x in range(0, w, 6):
-            draw.line([x, 0, x, h], fill=colour, width=2)
-    return image
-
-
-def write_folder(root):
-    """3 classes, 40 train / 12 test images each, odd sizes, PNG and JPEG, one grayscale."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 40), ("test", 12)):
-        for kind, name in enumerate(CLASSES):
-            (root / split / name).mkdir(parents=True)
-            for i in range(count):
-                image = shape_image(rng, kind)
-                if split == "train" and kind == 2 and i == 0:
-                    image = image.convert("L")
-                image.save(root / split / name / f"{i}.{'png' if i % 2 else 'jpg'}")
-
-
-@pytest.fixture(scope="session")
-def folder(tmp_path_factory):
-    return built_once(tmp_path_factory, "folder", write_folder)
-
-
-@pytest.fixture(scope="session")
-def folder_run(folder, tmp_path_factory):
-    def train(workdir):
-        # Without the weights' average, warm-up and smoothing the defaults add: their
-        # eval-mode model lags a run this short (56 steps) far behind its training.
-        result = run(["mobilenet_jax.train", "--image-folder", str(folder), "--alpha", "0.25",
-                      "--epochs", "8", "--batch-size", "16", "--val-fraction", "0",
-                      "--ema-decay", "0", "--warmup-epochs", "1", "--label-smoothing", "0",
-                      "--workdir", str(workdir), "--no-progress"], workdir)
-        assert result.returncode == 0, result.stderr[-2000:]
-    return built_once(tmp_path_factory, "folder_run", train)
-
 
 def test_folder_loads_as_squares_with_names_from_folders(folder):
     train = from_folder.load(folder, "train", 24)

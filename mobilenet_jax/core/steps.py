@@ -174,9 +174,11 @@ class Training:
     def init_state(self, rng: jax.Array) -> TrainState:
         image = jnp.zeros((1, self.config.resolution, self.config.resolution, 3), jnp.float32)
         variables = self.model.init(rng, image)
-        return TrainState.create(apply_fn=self.model.apply, params=variables["params"],
-                                 batch_stats=variables["batch_stats"], tx=self.optimizer,
-                                 ema=variables if self.config.ema_decay else None)
+        state = TrainState.create(apply_fn=self.model.apply, params=variables["params"],
+                                  batch_stats=variables["batch_stats"], tx=self.optimizer,
+                                  ema=variables if self.config.ema_decay else None)
+        # A strongly typed step, as a restored one is: one compiled train step for both.
+        return state.replace(step=jnp.zeros((), jnp.int32))
 
     def abstract_state(self, devices: Devices) -> TrainState:
         """The TrainState's structure, shapes and (replicated) shardings; nothing computed."""

@@ -1,0 +1,75 @@
+"""The persistent compilation cache: on by default for every command, shared by the processes
+that compile the same steps, and never a reason to fail."""
+import os
+
+import jax
+import pytest
+
+from conftest import assert_one_line_error, run
+from mobilenet_jax import process
+
+HIT = "Persistent compilation cache hit for 'jit_eval_step'"
+
+
+def evaluate(folder_run, cache, *flags, **env):
+    """evaluate in a new process whose only compilation cache is what `flags` and `env` say,
+    logging its compiles (and so its cache hits)."""
+    clean = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    result = run(["mobilenet_jax.evaluate", "--ckpt", str(folder_run), *flags], folder_run,
+                  env={**clean, "JAX_LOG_COMPILES": "1", **env})
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result, sorted(cache.glob("*-cache")) if cache.exists() else []
+
+
+@pytest.fixture
+def cache_settings():
+    """This process's cache settings, restored after the test."""
+    saved = jax.config.jax_enable_compilation_cache, jax.config.jax_compilation_cache_dir
+    yield
+    jax.config.update("jax_enable_compilation_cache", saved[0])
+    jax.config.update("jax_compilation_cache_dir", saved[1])
+
+
+def test_the_next_process_loads_the_compiled_steps(folder_run, tmp_path):
+    cache = tmp_path / "cache"
+    first, entries = evaluate(folder_run, cache, "--compile-cache", str(cache))
+    assert any(e.name.startswith("jit_eval_step-") for e in entries), entries
+    assert HIT not in first.stderr
+    second, _ = evaluate(folder_run, cache, "--compile-cache", str(cache))
+    assert HIT in second.stderr
+    assert second.stdout == first.stdout
+
+
+def test_damaged_entries_are_compiled_again_without_a_word(folder_run, tmp_path):
+    cache = tmp_path / "cache"
+    first, entries = evaluate(folder_run, cache, "--compile-cache", str(cache))
+    for entry in entries:
+        entry.write_bytes(b"not a compiled program")
+    again, _ = evaluate(folder_run, cache, "--compile-cache", str(cache))
+    assert again.stdout == first.stdout
+    assert HIT not in again.stderr and "persistent compilation cache" not in again.stderr.lower()
+
+
+def test_the_default_is_a_per_user_directory_and_off_writes_nothing(folder_run, tmp_path):
+    home = tmp_path / "xdg"
+    _, entries = evaluate(folder_run, home / "mobilenet_jax" / "jax", XDG_CACHE_HOME=str(home))
+    assert entries
+    off = tmp_path / "off"
+    _, entries = evaluate(folder_run, off, "--compile-cache", "off",
+                          JAX_COMPILATION_CACHE_DIR=str(off))
+    assert entries == []
+
+
+def test_an_unusable_directory_is_one_line_or_turns_the_default_off(
+        folder_run, tmp_path, monkeypatch, capsys, cache_settings):
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    result = run(["mobilenet_jax.evaluate", "--ckpt", str(folder_run),
+                  "--compile-cache", str(not_a_directory / "cache")], tmp_path)
+    assert_one_line_error(result, "--compile-cache", "pass a writable directory or off")
+
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(not_a_directory))
+    assert process.use_compile_cache(None) is None
+    assert not jax.config.jax_enable_compilation_cache
+    assert "compilation cache off" in capsys.readouterr().err
