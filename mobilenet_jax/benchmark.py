@@ -15,7 +15,10 @@ import argparse
 import json
 import sys
 
+import jax
+
 from mobilenet_jax import cli, process
+from mobilenet_jax.benchmarks.loop_overhead import bench_loop, format_loop_table
 from mobilenet_jax.benchmarks.throughput import (SMOKE, bench_infer, bench_train,
                                                  forward_mult_adds, format_table)
 from mobilenet_jax.benchmarks.timing import (MAX_TIME_S, MIN_STEPS, MIN_TIME_S, WARMUP,
@@ -25,6 +28,7 @@ from mobilenet_jax.models.memory import estimated_step_bytes
 from mobilenet_jax.models.spec import KERNEL_CHOICES, resolve_kernels
 
 MODEL_FLAGS = ("batch_size", "resolution", "stem_stride", "dtype")
+LOOP_SMOKE = {"round_s": 0.0, "rounds": 2, "min_steps": 3}
 
 
 def parse_list(text, typ, name):
@@ -46,7 +50,10 @@ def main(argv=None):
                         help="inference batch (default 1024)")
     parser.add_argument("--kernels", default="auto",
                         help=f"kernel policies, comma list of {KERNEL_CHOICES} (default auto)")
-    parser.add_argument("--mode", default="both", choices=("train", "infer", "both"))
+    parser.add_argument("--mode", default="both", choices=("train", "infer", "both", "loop"),
+                        help="train step, inference, both, or loop: the training loop's time "
+                             "per step against the bare step's, input on and off "
+                             "(benchmarks/loop_overhead.py)")
     parser.add_argument("--steps", type=int, default=MIN_STEPS,
                         help=f"minimum timed steps (default {MIN_STEPS}; also >= 4 s)")
     parser.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True,
@@ -56,6 +63,7 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true",
                         help="CI check: alpha 0.05, batch 8, 2 timed steps, no time minimum")
     parser.add_argument("--json", default=None, help="write all results to this JSON file")
+    cli.add_compile_cache_flag(parser, default="off")  # off: the compile column is XLA's time
     args = parser.parse_args(argv)
 
     policies = parse_list(args.kernels, str, "kernels")
@@ -72,6 +80,7 @@ def main(argv=None):
     if infer_batch < 1:
         cli.fail("--infer-batch-size must be >= 1")
     try:
+        process.use_compile_cache(args.compile_cache)
         model = {name: getattr(args, name) for name in MODEL_FLAGS}
         configs = {a: Config(**{**model, "width_multiplier": a, "batch_size": batch})
                    for a in alphas}
@@ -81,7 +90,7 @@ def main(argv=None):
     # The allocator is set once per process, before JAX starts, for the run's largest step:
     # time small and large models in separate runs (experiments/cpu_throughput/run_sitting.sh).
     modes = ("train", "infer") if args.mode == "both" else (args.mode,)
-    step_bytes = max(estimated_step_bytes(c, batch if m == "train" else infer_batch, m == "train")
+    step_bytes = max(estimated_step_bytes(c, infer_batch if m == "infer" else batch, m != "infer")
                      for c in configs.values() for m in modes)
     applied = process.keep_freed_memory(step_bytes)
     info = machine_info()
@@ -96,6 +105,10 @@ def main(argv=None):
           f"{', single arena' if info['single_arena'] else ''}", flush=True)
     print(f"# float32 {peak['n']}^3 matmul: {peak['gflops_median']:.1f} GFLOP/s (median)",
           flush=True)
+    cache_hits = []  # a step loaded from the cache is marked as such in its row
+    jax.monitoring.register_event_listener(
+        lambda event, **_: cache_hits.append(1)
+        if event == "/jax/compilation_cache/cache_hits" else None)
     records = []
     for alpha in alphas:
         base = configs[alpha]
@@ -105,28 +118,33 @@ def main(argv=None):
                 config = base.replace(kernels=policy)
                 rec = {"mode": mode, "alpha": alpha, "kernels": policy,
                        "resolved": resolve_kernels(policy, info["backend"]),
-                       "batch": batch if mode == "train" else infer_batch,
+                       "batch": infer_batch if mode == "infer" else batch,
                        "resolution": args.resolution, "stem_stride": args.stem_stride,
                        "dtype": args.dtype,
                        "forward_mult_adds_per_image": macs,
-                       "flops_per_image": (6 if mode == "train" else 2) * macs}
+                       "flops_per_image": (2 if mode == "infer" else 6) * macs}
+                table = format_loop_table if mode == "loop" else format_table
                 try:
-                    if mode == "train":
-                        res = bench_train(config, timing, pipeline=args.pipeline and k == 0)
+                    if mode == "loop":
+                        res = bench_loop(config, **(LOOP_SMOKE if args.smoke else {}))
+                    elif mode == "train":
+                        res = bench_train(config, timing, args.pipeline and k == 0,
+                                          lambda: len(cache_hits))
                     else:
-                        res = bench_infer(config, infer_batch, timing)
+                        res = bench_infer(config, infer_batch, timing, lambda: len(cache_hits))
                 except Exception as e:  # noqa: BLE001 - report and go on with the others
                     rec["error"] = repr(e)[:300]
                     records.append(rec)
-                    print(format_table([rec]).splitlines()[-1], flush=True)
+                    print(table([rec]).splitlines()[-1], flush=True)
                     continue
                 rec.update(res)
-                rec["gflops"] = rec["flops_per_image"] * rec["img_per_s"] / 1e9
-                rec["pct_of_peak"] = 100 * rec["gflops"] / peak["gflops_median"]
+                if "img_per_s" in rec:
+                    rec["gflops"] = rec["flops_per_image"] * rec["img_per_s"] / 1e9
+                    rec["pct_of_peak"] = 100 * rec["gflops"] / peak["gflops_median"]
                 records.append(rec)
-                print(format_table([rec]).splitlines()[-1], flush=True)
+                print(table([rec]).splitlines()[-1], flush=True)
     print()
-    print(format_table(records))
+    print((format_loop_table if args.mode == "loop" else format_table)(records))
     result = {"machine": info, "matmul_peak": peak,
               "settings": {"alphas": alphas, "batch_size": batch, "infer_batch_size": infer_batch,
                            "resolution": args.resolution, "stem_stride": args.stem_stride,

@@ -15,14 +15,18 @@ from mobilenet_jax.data.arrays import DataError
 from mobilenet_jax.errors import write_error_line
 from mobilenet_jax.models.memory import estimated_step_bytes
 from mobilenet_jax.training import loop
+from mobilenet_jax.training.step_metrics import TrainingStopped
 
 
 def main(argv=None):
     process.start_command()
     parser = cli.parser("mobilenet_jax.train", __doc__)
     cli.add_config_flags(parser, all_optional=True)
-    given = cli.given_flags(parser.parse_args(argv))
+    cli.add_compile_cache_flag(parser)
+    args = parser.parse_args(argv)
+    given = cli.given_flags(args)
     try:
+        process.use_compile_cache(args.compile_cache)
         config = Config().replace(**given)  # validates the flags before anything heavy
         parallel.maybe_initialize_distributed(config.distributed)
         workdir = pathlib.Path(config.workdir)
@@ -35,7 +39,7 @@ def main(argv=None):
                        stop_requested=stop)
         finally:
             stop.close()
-    except (ValueError, DataError, ckpt_lib.CheckpointError, loop.TrainingStopped) as e:
+    except (ValueError, DataError, ckpt_lib.CheckpointError, TrainingStopped) as e:
         cli.fail(str(e))
     except OSError as e:  # the workdir, config.json, metrics or events cannot be written
         cli.fail(write_error_line(e, f"write {e.filename or given.get('workdir', '.')}"))

@@ -7,6 +7,7 @@ import pytest
 from mobilenet_jax import Config
 from mobilenet_jax.core import steps
 from mobilenet_jax.training import loop
+from mobilenet_jax.training.step_metrics import TrainingStopped
 from mobilenet_jax.core.restore import restore
 
 
@@ -24,12 +25,18 @@ def restored(workdir, step):
     return model.state, model.position
 
 
-def test_resume_is_exact(subset_dir, tmp_path, capsys):
-    """12 steps straight == 6 steps, stop, 6 steps resumed (across an epoch boundary)."""
+RUN_AHEAD = {"lag": 8, "prefetch": 2}  # an accelerator's setting (step_metrics.run_ahead)
+
+
+def test_resume_is_exact(subset_dir, tmp_path, capsys, monkeypatch):
+    """12 steps straight == 6 steps, stop, 6 steps resumed (across an epoch boundary); the
+    resumed steps run ahead of the device as on an accelerator (prefetched batches, metrics
+    read late), the straight ones do not: the same batches, the same result."""
     a, b = tmp_path / "straight", tmp_path / "resumed"
     loop.train(tiny_config(subset_dir, a, max_steps=12))
     loop.train(tiny_config(subset_dir, b, max_steps=6, keep=3))
     capsys.readouterr()
+    monkeypatch.setattr(loop, "run_ahead", lambda backend: RUN_AHEAD)
     loop.train(tiny_config(subset_dir, b, max_steps=12, keep=3))
     assert "resuming" in capsys.readouterr().out
     (sa, pa), (sb, pb) = restored(a, 12), restored(b, 12)
@@ -44,8 +51,12 @@ def test_resume_is_exact(subset_dir, tmp_path, capsys):
                               np.asarray(sb.params["classifier"]["kernel"]))
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(subset_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("ahead", [None, RUN_AHEAD])
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(subset_dir, tmp_path, monkeypatch, ahead):
+    """Also when the loss is read late: it is read before anything is saved."""
     config = tiny_config(subset_dir, tmp_path, epochs=2, checkpoint_every=1)
+    if ahead:
+        monkeypatch.setattr(loop, "run_ahead", lambda backend: ahead)
     real_step = steps.train_step
 
     def poisoned(state, batch, rng, **kw):  # NaN images from step 10 on (epoch 2)
@@ -55,7 +66,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(subset_dir, tmp_path, mon
         return new_state, metrics
 
     monkeypatch.setattr(steps, "train_step", poisoned)
-    with pytest.raises(loop.TrainingStopped, match=r"nan at step 11.*step 8\) is intact"):
+    with pytest.raises(TrainingStopped, match=r"nan at step 11.*step 8\) is intact"):
         loop.train(config)
     latest = (tmp_path / "checkpoints" / "latest").resolve()
     assert latest.name == "8"

@@ -8,6 +8,7 @@ forward mult-adds per image, inference: 2 x mult-adds) and the input pipeline's 
 """
 import statistics
 import time
+from typing import Callable
 
 import jax
 import numpy as np
@@ -36,7 +37,10 @@ def forward_mult_adds(config: Config) -> int:
     return totals(summarize(model, config.resolution))["mult_adds"]
 
 
-def bench_train(config: Config, timing: dict, pipeline: bool) -> dict:
+def bench_train(config: Config, timing: dict, pipeline: bool,
+                cache_hits: Callable[[], int] = lambda: 0) -> dict:
+    """`cache_hits`: how many compiles the compilation cache has served so far (to tell a
+    compile from a load)."""
     devices = Devices(config.batch_size)
     local = synthetic_batch(config.batch_size, config.num_classes)
     batch = devices.global_batch(local)
@@ -44,17 +48,17 @@ def bench_train(config: Config, timing: dict, pipeline: bool) -> dict:
 
     training = steps.build(config, STEPS_PER_EPOCH)
     state = training.new_state(jax.random.key(0), devices)
-    t = time.perf_counter()
+    t, hits = time.perf_counter(), cache_hits()
     compiled = training.jit_steps(devices).train.lower(state, batch, rng).compile()
-    compile_s = time.perf_counter() - t
+    compile_s, cached = time.perf_counter() - t, cache_hits() > hits
     holder = [state]  # the step donates its state: carry the new one into the next call
 
     def one():
         holder[0], metrics = compiled(holder[0], batch, rng)
         return metrics
     res = time_steps(one, jax.block_until_ready, **timing)
-    res.update(compile_s=compile_s, img_per_s=config.batch_size / res["median_step_s"],
-               memory=memory_info(compiled))
+    res.update(compile_s=compile_s, compile_cached=cached,
+               img_per_s=config.batch_size / res["median_step_s"], memory=memory_info(compiled))
     del compiled, state, holder
     if pipeline:
         res["pipeline"] = bench_pipeline(config, devices, batch, res, timing)
@@ -95,7 +99,8 @@ def bench_pipeline(config, devices, batch, res, timing) -> dict:
             "input_pct_of_step": 100 * (on_device + host) / step}
 
 
-def bench_infer(config: Config, batch_size: int, timing: dict) -> dict:
+def bench_infer(config: Config, batch_size: int, timing: dict,
+                cache_hits: Callable[[], int] = lambda: 0) -> dict:
     """The forward pass on a normalised float batch, which is what the peers time; and
     the eval step (uint8 batch in: normalisation, forward, loss and top-1/5 counts)."""
     devices = Devices(batch_size)
@@ -107,12 +112,12 @@ def bench_infer(config: Config, batch_size: int, timing: dict) -> dict:
     images = jax.jit(lambda x: steps.normalize(x, config))(batch["image"])
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     forward = jax.jit(lambda v, x: state.apply_fn(v, x, train=False))
-    t = time.perf_counter()
+    t, hits = time.perf_counter(), cache_hits()
     compiled = forward.lower(variables, images).compile()
-    compile_s = time.perf_counter() - t
+    compile_s, cached = time.perf_counter() - t, cache_hits() > hits
     res = time_steps(lambda: compiled(variables, images), jax.block_until_ready, **timing)
-    res.update(compile_s=compile_s, img_per_s=batch_size / res["median_step_s"],
-               memory=memory_info(compiled))
+    res.update(compile_s=compile_s, compile_cached=cached,
+               img_per_s=batch_size / res["median_step_s"], memory=memory_info(compiled))
     step = training.jit_steps(devices).eval.lower(state, batch).compile()
     eval_res = time_steps(lambda: step(state, batch), jax.block_until_ready, **timing)
     res["eval_step"] = {"median_step_s": eval_res["median_step_s"],
@@ -134,6 +139,8 @@ def format_table(records) -> str:
                 f"%, host {p['host_batch_pct_of_step']:.1f}%)" if p else "")
         if "eval_step" in r:  # inference: the img/s column is the forward pass alone
             pipe = f"eval step (uint8 in, metrics out) {r['eval_step']['img_per_s']:,.0f} img/s"
+        if r.get("compile_cached"):
+            pipe = f"compile: loaded from the cache; {pipe}"
         kernels = r["kernels"] + (f"->{r['resolved']}" if r["resolved"] != r["kernels"] else "")
         lines.append(f"{r['mode']:<6} {r['alpha']:>5} {kernels:<14} {r['batch']:>5} "
                      f"{r['img_per_s']:>9,.0f} {1000 * r['median_step_s']:>8.2f} "

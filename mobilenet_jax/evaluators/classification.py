@@ -8,21 +8,25 @@ from mobilenet_jax.core import restore, steps
 from mobilenet_jax.core.metrics import add_sums
 from mobilenet_jax.core.parallel import Devices
 from mobilenet_jax.data import arrays, sources
+from mobilenet_jax.data.prefetch import prefetch
 
 
 def evaluate_split(state, split: arrays.Split, batch_size: int, devices: Devices, step_fn,
                    num_classes: int = 0) -> dict:
     """`step_fn` (a jitted `steps.eval_step`) over the split: its summed metrics, and with
-    `num_classes`, also "per_class_correct" and "per_class_count" arrays."""
+    `num_classes`, also "per_class_correct" and "per_class_count" arrays. The results are read
+    once all batches are dispatched (the device never waits for the host)."""
+    outputs = []
+    for batch in prefetch(arrays.eval_batches(split, batch_size, devices.process_index,
+                                              devices.process_count), devices.global_batch):
+        metrics, correct = step_fn(state, batch)
+        outputs.append((metrics, (correct, batch["label"], batch["mask"]) if num_classes else ()))
     sums = None
     per_class_correct, per_class_count = np.zeros(num_classes), np.zeros(num_classes)
-    for local in arrays.eval_batches(split, batch_size, devices.process_index,
-                                     devices.process_count):
-        batch = devices.global_batch(local)
-        metrics, correct = step_fn(state, batch)
-        sums = add_sums(sums, jax.device_get(metrics))
+    for metrics, per_example in jax.device_get(outputs):
+        sums = add_sums(sums, metrics)
         if num_classes:
-            correct, labels, mask = jax.device_get((correct, batch["label"], batch["mask"]))
+            correct, labels, mask = per_example
             np.add.at(per_class_correct, labels[mask > 0], correct[mask > 0])
             np.add.at(per_class_count, labels[mask > 0], 1)
     if num_classes:

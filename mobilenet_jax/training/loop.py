@@ -3,9 +3,9 @@
 Rerunning in the same workdir resumes from its latest checkpoint, exactly: the data order is a
 function of (seed, epoch) and the checkpoint holds the step and the RNG key.
 """
+import contextlib
 import pathlib
-import time
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import jax
 import numpy as np
@@ -15,15 +15,13 @@ from tqdm import tqdm
 from mobilenet_jax.config import DATA_FACTS, Config, load_json, save_json
 from mobilenet_jax.core import checkpoint as ckpt_lib
 from mobilenet_jax.core import parallel, steps
-from mobilenet_jax.core.metrics import add_sums, summarize_metrics
+from mobilenet_jax.core.metrics import summarize_metrics
 from mobilenet_jax.data import arrays, sources
+from mobilenet_jax.data.prefetch import prefetch
 from mobilenet_jax.evaluators.classification import evaluate_split
 from mobilenet_jax.training import curves, finetune
 from mobilenet_jax.training.metrics_log import MetricsLog
-
-
-class TrainingStopped(Exception):
-    """Training cannot go on (e.g. a NaN loss); nothing bad was saved."""
+from mobilenet_jax.training.step_metrics import StepMetrics, run_ahead
 
 
 def resolve_run_config(given: dict, workdir: pathlib.Path) -> Config:
@@ -118,47 +116,38 @@ def train(config: Config, num_classes_from_data: bool = False,
                          metrics)
         return step
 
+    def should_stop(step: int) -> Optional[str]:
+        if config.max_steps is not None and step >= config.max_steps:
+            return f"--max-steps {config.max_steps}"
+        return _agreed_stop(stop_requested())
+
     step = int(state.step)
     summary = {}
+    ahead = run_ahead(jax.default_backend())
+    metrics = StepMetrics(config.batch_size, checkpoints.latest_step, ahead["lag"])
     try:
         while step < total_steps:
             epoch, offset = divmod(step, steps_per_epoch)
             bar = tqdm(total=steps_per_epoch, initial=offset, desc=f"epoch {epoch + 1}/{config.epochs}",
                        unit="step", disable=not (config.progress and main_process), leave=False)
-            sums, pending, t_start, images_seen = None, None, None, 0
-            for local in arrays.train_batches(train_split, config.batch_size, config.seed, epoch,
-                                            offset, devices.process_index, devices.process_count):
-                state, metrics = jitted.train(state, devices.global_batch(local), base_rng)
-                step += 1
-                # Read the previous step's metrics while this one runs (keeps the device busy).
-                if pending is not None:
-                    sums = _check_and_add(sums, pending, step - 1, checkpoints)
-                    if t_start is None:  # time from the end of the first (compiling) step
-                        t_start = time.perf_counter()
-                    else:
-                        images_seen += config.batch_size
-                    if bar.n % 10 == 0:
-                        bar.set_postfix(loss=f"{sums['loss'] / sums['count']:.3f}",
-                                        top1=f"{sums['top1'] / sums['count']:.3f}",
-                                        img_s=f"{images_seen / max(time.perf_counter() - t_start, 1e-9):.0f}")
-                pending = metrics
-                bar.update(1)
-                limit = config.max_steps is not None and step >= config.max_steps
-                stop = None if limit else _agreed_stop(stop_requested())
-                if limit or stop:
-                    sums = _check_and_add(sums, pending, step, checkpoints)
-                    bar.close()
-                    save(state)
-                    why = f"--max-steps {config.max_steps}" if limit else stop
-                    say(f"stopped at step {step} ({why}); saved a checkpoint in "
-                        f"{checkpoints.directory}; rerun the same command to resume")
-                    return {"step": step, "stopped": True}
-            sums = _check_and_add(sums, pending, step, checkpoints)
+            metrics.start_epoch()
+            metrics.on_read = lambda sums, bar=bar: bar.set_postfix(
+                loss=f"{sums['loss'] / sums['count']:.3f}", top1=f"{sums['top1'] / sums['count']:.3f}",
+                img_s=f"{metrics.images_per_s():.0f}", refresh=False)
+            batches = arrays.train_batches(train_split, config.batch_size, config.seed, epoch,
+                                           offset, devices.process_index, devices.process_count)
+            with contextlib.closing(prefetch(batches, devices.global_batch,
+                                             ahead["prefetch"])) as on_devices:
+                state, step, stop = train_steps(state, on_devices, jitted.train, base_rng,
+                                                metrics, step, bar.update, should_stop)
+            metrics.read_all()  # every loss checked before anything is saved
             bar.close()
-            elapsed = time.perf_counter() - t_start if t_start else 0.0
-            summary = {"epoch": epoch + 1, **summarize_metrics(sums, "train"),
-                       "lr": float(pending["lr"]),
-                       "images_per_s": images_seen / elapsed if elapsed else 0.0}
+            if stop:
+                save(state)
+                say(f"stopped at step {step} ({stop}); saved a checkpoint in "
+                    f"{checkpoints.directory}; rerun the same command to resume")
+                return {"step": step, "stopped": True}
+            summary = {"epoch": epoch + 1, **metrics.summary()}
             if val_split is not None:
                 summary.update(summarize_metrics(
                     evaluate_split(state, val_split, config.batch_size, devices, jitted.eval), "val"))
@@ -178,23 +167,30 @@ def train(config: Config, num_classes_from_data: bool = False,
     return {"step": step, "stopped": False, **summary}
 
 
+def train_steps(state, batches: Iterable[dict], train_step: Callable, rng: jax.Array,
+                metrics: StepMetrics, step: int, progress: Callable[[int], object],
+                should_stop: Callable[[int], Optional[str]]):
+    """`train_step` on each of `batches` (global batches, on the devices), without waiting for
+    the device: the metrics go to `metrics`, which reads them late. After each step,
+    `progress(1)`, then `should_stop(step)`: a reason ends the loop early.
+    Returns (state, step, the reason or None)."""
+    for batch in batches:
+        state, step_metrics = train_step(state, batch, rng)
+        step += 1
+        metrics.add(step, step_metrics)
+        progress(1)
+        reason = should_stop(step)
+        if reason:
+            return state, step, reason
+    return state, step, None
+
+
 def _agreed_stop(reason: Optional[str]) -> Optional[str]:
     """Whether any process was asked to stop (every process must stop at the same step)."""
     if jax.process_count() == 1:
         return reason
     anyone = multihost_utils.process_allgather(np.int32(reason is not None)).any()
     return (reason or "a stop request on another process") if anyone else None
-
-
-def _check_and_add(sums, metrics, step, checkpoints):
-    metrics = jax.device_get(metrics)
-    if not np.isfinite(metrics["loss"]):
-        last = checkpoints.latest_step()
-        kept = (f"the last good checkpoint (step {last}) is intact" if last is not None
-                else "no checkpoint had been saved yet")
-        raise TrainingStopped(f"the loss became {float(metrics['loss'])} at step {step}; "
-                              f"{kept}. Lower --lr or raise --warmup-epochs, then rerun")
-    return add_sums(sums, {k: v for k, v in metrics.items() if k != "lr"})
 
 
 def format_epoch(m: dict, epochs: int) -> str:
