@@ -27,7 +27,7 @@ from mobilenet_jax.config import Config
 from mobilenet_jax.models.memory import estimated_step_bytes
 from mobilenet_jax.models.spec import KERNEL_CHOICES, resolve_kernels
 
-MODEL_FLAGS = ("batch_size", "resolution", "stem_stride", "dtype")
+MODEL_FLAGS = ("resolution", "stem_stride")
 LOOP_SMOKE = {"round_s": 0.0, "rounds": 2, "min_steps": 3}
 
 
@@ -45,7 +45,12 @@ def main(argv=None):
     process.start_command()
     parser = cli.parser("mobilenet_jax.benchmark", __doc__)
     parser.add_argument("--alphas", default="0.1,0.25,1.0", help="width multipliers (comma list)")
-    cli.add_config_flags(parser, names=MODEL_FLAGS, defaults={"batch_size": 128})
+    cli.add_config_flags(parser, names=MODEL_FLAGS)
+    parser.add_argument("--batch-size", default="128",
+                        help="train (and loop) batch sizes, comma list (default 128)")
+    parser.add_argument("--dtype", default="float32",
+                        help="computation dtypes, comma list of float32,bfloat16 (default "
+                             "float32)")
     parser.add_argument("--infer-batch-size", type=int, default=1024,
                         help="inference batch (default 1024)")
     parser.add_argument("--kernels", default="auto",
@@ -55,14 +60,22 @@ def main(argv=None):
                              "per step against the bare step's, input on and off "
                              "(benchmarks/loop_overhead.py)")
     parser.add_argument("--steps", type=int, default=MIN_STEPS,
-                        help=f"minimum timed steps (default {MIN_STEPS}; also >= 4 s)")
+                        help=f"minimum timed steps (default {MIN_STEPS}; also >= --min-time)")
+    parser.add_argument("--min-time", type=float, default=MIN_TIME_S,
+                        help=f"minimum timed seconds per row (default {MIN_TIME_S}); loop mode: "
+                             "7 rounds of a quarter of it per variant")
     parser.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the input pipeline: on-device augmentation and the "
                              "host-side batch creation (first kernel policy of each alpha; "
                              "default on)")
+    parser.add_argument("--compile-only", action="store_true",
+                        help="compile every row's steps into --compile-cache and time nothing "
+                             "(several such processes can fill the cache in parallel for a "
+                             "later timing run)")
     parser.add_argument("--smoke", action="store_true",
                         help="CI check: alpha 0.05, batch 8, 2 timed steps, no time minimum")
-    parser.add_argument("--json", default=None, help="write all results to this JSON file")
+    parser.add_argument("--json", default=None,
+                        help="write all results to this JSON file (rewritten after each row)")
     cli.add_compile_cache_flag(parser, default="off")  # off: the compile column is XLA's time
     args = parser.parse_args(argv)
 
@@ -70,27 +83,32 @@ def main(argv=None):
     for policy in policies:
         if policy not in KERNEL_CHOICES:
             cli.fail(f"unknown kernel policy {policy!r}; choose from {KERNEL_CHOICES}")
+    dtypes = parse_list(args.dtype, str, "dtype")
     if args.smoke:
-        alphas, batch, infer_batch, timing = [0.05], 8, 16, SMOKE
+        alphas, batches, infer_batch, timing = [0.05], [8], 16, SMOKE
     else:
-        alphas, batch, infer_batch = parse_list(args.alphas, float, "alphas"), args.batch_size, \
-            args.infer_batch_size
-        timing = dict(warmup=WARMUP, min_steps=args.steps, min_time_s=MIN_TIME_S,
-                      max_time_s=MAX_TIME_S)
-    if infer_batch < 1:
-        cli.fail("--infer-batch-size must be >= 1")
+        alphas, batches = parse_list(args.alphas, float, "alphas"), \
+            parse_list(args.batch_size, int, "batch-size")
+        infer_batch = args.infer_batch_size
+        timing = dict(warmup=WARMUP, min_steps=args.steps, min_time_s=args.min_time,
+                      max_time_s=max(MAX_TIME_S, args.min_time))
+    if infer_batch < 1 or min(batches) < 1:
+        cli.fail("batch sizes must be >= 1")
+    if args.compile_only and args.compile_cache == "off":
+        cli.fail("--compile-only fills the compilation cache: pass --compile-cache DIR")
     try:
         process.use_compile_cache(args.compile_cache)
         model = {name: getattr(args, name) for name in MODEL_FLAGS}
-        configs = {a: Config(**{**model, "width_multiplier": a, "batch_size": batch})
-                   for a in alphas}
+        configs = {(a, d, b): Config(**model, width_multiplier=a, dtype=d, batch_size=b)
+                   for a in alphas for d in dtypes for b in batches}
     except ValueError as e:
         cli.fail(str(e))
 
     # The allocator is set once per process, before JAX starts, for the run's largest step:
     # time small and large models in separate runs (experiments/cpu_throughput/run_sitting.sh).
     modes = ("train", "infer") if args.mode == "both" else (args.mode,)
-    step_bytes = max(estimated_step_bytes(c, infer_batch if m == "infer" else batch, m != "infer")
+    step_bytes = max(estimated_step_bytes(c, infer_batch if m == "infer" else c.batch_size,
+                                          m != "infer")
                      for c in configs.values() for m in modes)
     applied = process.keep_freed_memory(step_bytes)
     info = machine_info()
@@ -109,56 +127,70 @@ def main(argv=None):
     jax.monitoring.register_event_listener(
         lambda event, **_: cache_hits.append(1)
         if event == "/jax/compilation_cache/cache_hits" else None)
-    records = []
-    for alpha in alphas:
-        base = configs[alpha]
-        macs = forward_mult_adds(base)
-        for mode in modes:
-            for k, policy in enumerate(policies):
-                config = base.replace(kernels=policy)
-                rec = {"mode": mode, "alpha": alpha, "kernels": policy,
-                       "resolved": resolve_kernels(policy, info["backend"]),
-                       "batch": infer_batch if mode == "infer" else batch,
-                       "resolution": args.resolution, "stem_stride": args.stem_stride,
-                       "dtype": args.dtype,
-                       "forward_mult_adds_per_image": macs,
-                       "flops_per_image": (2 if mode == "infer" else 6) * macs}
-                table = format_loop_table if mode == "loop" else format_table
-                try:
-                    if mode == "loop":
-                        res = bench_loop(config, **(LOOP_SMOKE if args.smoke else {}))
-                    elif mode == "train":
-                        res = bench_train(config, timing, args.pipeline and k == 0,
-                                          lambda: len(cache_hits))
-                    else:
-                        res = bench_infer(config, infer_batch, timing, lambda: len(cache_hits))
-                except Exception as e:  # noqa: BLE001 - report and go on with the others
-                    rec["error"] = repr(e)[:300]
-                    records.append(rec)
-                    print(table([rec]).splitlines()[-1], flush=True)
-                    continue
-                rec.update(res)
-                if "img_per_s" in rec:
-                    rec["gflops"] = rec["flops_per_image"] * rec["img_per_s"] / 1e9
-                    rec["pct_of_peak"] = 100 * rec["gflops"] / peak["gflops_median"]
-                records.append(rec)
-                print(table([rec]).splitlines()[-1], flush=True)
-    print()
-    print((format_loop_table if args.mode == "loop" else format_table)(records))
     result = {"machine": info, "matmul_peak": peak,
-              "settings": {"alphas": alphas, "batch_size": batch, "infer_batch_size": infer_batch,
-                           "resolution": args.resolution, "stem_stride": args.stem_stride,
-                           "dtype": args.dtype,
-                           "kernels": policies, "mode": args.mode, "smoke": args.smoke,
-                           "timing": timing,
+              "settings": {"alphas": alphas, "batch_sizes": batches, "dtypes": dtypes,
+                           "infer_batch_size": infer_batch, "resolution": args.resolution,
+                           "stem_stride": args.stem_stride, "kernels": policies,
+                           "mode": args.mode, "smoke": args.smoke, "timing": timing,
+                           "compile_only": args.compile_only,
                            "command": " ".join(["python -m mobilenet_jax.benchmark",
                                                 *(sys.argv[1:] if argv is None else argv)])},
-              "results": records}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
+              "results": []}
+    records = result["results"]
+    table = format_loop_table if args.mode == "loop" else format_table
+    for alpha in alphas:
+        macs = forward_mult_adds(configs[alpha, dtypes[0], batches[0]])
+        for mode in modes:
+            for dtype in dtypes:
+                for batch in (batches if mode != "infer" else batches[:1]):
+                    for k, policy in enumerate(policies):
+                        config = configs[alpha, dtype, batch].replace(kernels=policy)
+                        rec = {"mode": mode, "alpha": alpha, "kernels": policy,
+                               "resolved": resolve_kernels(policy, info["backend"]),
+                               "batch": infer_batch if mode == "infer" else batch,
+                               "resolution": args.resolution, "stem_stride": args.stem_stride,
+                               "dtype": dtype, "forward_mult_adds_per_image": macs,
+                               "flops_per_image": (2 if mode == "infer" else 6) * macs}
+                        rec.update(run_row(config, mode, infer_batch, timing,
+                                           args.pipeline and k == 0, args.compile_only,
+                                           lambda: len(cache_hits)))
+                        if "img_per_s" in rec:
+                            rec["gflops"] = rec["flops_per_image"] * rec["img_per_s"] / 1e9
+                            rec["pct_of_peak"] = 100 * rec["gflops"] / peak["gflops_median"]
+                        records.append(rec)
+                        if args.compile_only:
+                            print(f"compiled {mode} alpha {alpha} {dtype} batch {rec['batch']} "
+                                  f"{policy}: " + (rec.get("error") or
+                                                   f"{rec['compile_s']:.1f} s"), flush=True)
+                        else:
+                            print(table([rec]).splitlines()[-1], flush=True)
+                        if args.json:  # as it goes: a run cut short keeps its rows
+                            write_json(result, args.json)
+    if not args.compile_only:
+        print()
+        print(table(records))
     return result
+
+
+def run_row(config, mode, infer_batch, timing, pipeline, compile_only, cache_hits) -> dict:
+    """One row's measurements, or {"error": ...}: a failing row does not stop the others."""
+    try:
+        if mode == "loop":
+            if compile_only:  # the loop runs the train step
+                return bench_train(config, timing, False, cache_hits, compile_only=True)
+            return bench_loop(config, **(LOOP_SMOKE if timing is SMOKE
+                                         else {"round_s": timing["min_time_s"] / 4}))
+        if mode == "train":
+            return bench_train(config, timing, pipeline, cache_hits, compile_only)
+        return bench_infer(config, infer_batch, timing, cache_hits, compile_only)
+    except Exception as e:  # noqa: BLE001 - report and go on with the others
+        return {"error": repr(e)[:300]}
+
+
+def write_json(result: dict, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
 
 
 if __name__ == "__main__":

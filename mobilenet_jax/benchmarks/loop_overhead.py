@@ -93,7 +93,7 @@ def bench_loop(config: Config, round_s: float = 1.0, rounds: int = 7, min_steps:
 
 
 def format_loop_table(records) -> str:
-    head = f"{'alpha':>5} {'kernels':<10} {'batch':>5}  " + "  ".join(
+    head = f"{'alpha':>5} {'kernels':<10} {'batch':>5} {'dtype':<8}  " + "  ".join(
         f"{name:>23}" for name in VARIANTS)
     lines = [head + "  train uses", "-" * len(head)]
     for r in records:
@@ -102,6 +102,6 @@ def format_loop_table(records) -> str:
             continue
         cells = [f"{1000 * v['step_s']:.3f} ms ({v['overhead_pct']:+.1f}%)"
                  for v in r["variants"].values()]
-        lines.append(f"{r['alpha']:>5} {r['resolved']:<10} {r['batch']:>5}  "
+        lines.append(f"{r['alpha']:>5} {r['resolved']:<10} {r['batch']:>5} {r['dtype']:<8}  "
                      + "  ".join(f"{c:>23}" for c in cells) + f"  {r['train_uses']}")
     return "\n".join(lines)

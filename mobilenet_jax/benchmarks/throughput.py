@@ -38,9 +38,9 @@ def forward_mult_adds(config: Config) -> int:
 
 
 def bench_train(config: Config, timing: dict, pipeline: bool,
-                cache_hits: Callable[[], int] = lambda: 0) -> dict:
+                cache_hits: Callable[[], int] = lambda: 0, compile_only: bool = False) -> dict:
     """`cache_hits`: how many compiles the compilation cache has served so far (to tell a
-    compile from a load)."""
+    compile from a load). `compile_only`: the compile time alone."""
     devices = Devices(config.batch_size)
     local = synthetic_batch(config.batch_size, config.num_classes)
     batch = devices.global_batch(local)
@@ -51,6 +51,8 @@ def bench_train(config: Config, timing: dict, pipeline: bool,
     t, hits = time.perf_counter(), cache_hits()
     compiled = training.jit_steps(devices).train.lower(state, batch, rng).compile()
     compile_s, cached = time.perf_counter() - t, cache_hits() > hits
+    if compile_only:
+        return {"compile_s": compile_s, "compile_cached": cached}
     holder = [state]  # the step donates its state: carry the new one into the next call
 
     def one():
@@ -100,7 +102,7 @@ def bench_pipeline(config, devices, batch, res, timing) -> dict:
 
 
 def bench_infer(config: Config, batch_size: int, timing: dict,
-                cache_hits: Callable[[], int] = lambda: 0) -> dict:
+                cache_hits: Callable[[], int] = lambda: 0, compile_only: bool = False) -> dict:
     """The forward pass on a normalised float batch, which is what the peers time; and
     the eval step (uint8 batch in: normalisation, forward, loss and top-1/5 counts)."""
     devices = Devices(batch_size)
@@ -115,10 +117,12 @@ def bench_infer(config: Config, batch_size: int, timing: dict,
     t, hits = time.perf_counter(), cache_hits()
     compiled = forward.lower(variables, images).compile()
     compile_s, cached = time.perf_counter() - t, cache_hits() > hits
+    step = training.jit_steps(devices).eval.lower(state, batch).compile()
+    if compile_only:
+        return {"compile_s": compile_s, "compile_cached": cached}
     res = time_steps(lambda: compiled(variables, images), jax.block_until_ready, **timing)
     res.update(compile_s=compile_s, compile_cached=cached,
                img_per_s=batch_size / res["median_step_s"], memory=memory_info(compiled))
-    step = training.jit_steps(devices).eval.lower(state, batch).compile()
     eval_res = time_steps(lambda: step(state, batch), jax.block_until_ready, **timing)
     res["eval_step"] = {"median_step_s": eval_res["median_step_s"],
                         "img_per_s": batch_size / eval_res["median_step_s"]}
@@ -126,7 +130,7 @@ def bench_infer(config: Config, batch_size: int, timing: dict,
 
 
 def format_table(records) -> str:
-    head = (f"{'mode':<6} {'alpha':>5} {'kernels':<14} {'batch':>5} {'img/s':>9} "
+    head = (f"{'mode':<6} {'alpha':>5} {'kernels':<14} {'batch':>5} {'dtype':<8} {'img/s':>9} "
             f"{'step ms':>8} {'GFLOP/s':>8} {'%peak':>6} {'compile s':>9} {'rss MB':>7} "
             f"{'cores':>5} {'faults':>6}  notes")
     lines = [head, "-" * len(head)]
@@ -143,7 +147,7 @@ def format_table(records) -> str:
             pipe = f"compile: loaded from the cache; {pipe}"
         kernels = r["kernels"] + (f"->{r['resolved']}" if r["resolved"] != r["kernels"] else "")
         lines.append(f"{r['mode']:<6} {r['alpha']:>5} {kernels:<14} {r['batch']:>5} "
-                     f"{r['img_per_s']:>9,.0f} {1000 * r['median_step_s']:>8.2f} "
+                     f"{r.get('dtype', 'float32'):<8} {r['img_per_s']:>9,.0f} {1000 * r['median_step_s']:>8.2f} "
                      f"{r['gflops']:>8.1f} {r['pct_of_peak']:>5.1f}% {r['compile_s']:>9.1f} "
                      f"{r['memory']['max_rss_mb']:>7.0f} {r['cores_busy']:>5.2f} "
                      f"{r['page_faults_per_step']:>6.0f}  {pipe}")
