@@ -30,14 +30,16 @@ def cache_settings():
     jax.config.update("jax_compilation_cache_dir", saved[1])
 
 
-def test_the_next_process_loads_the_compiled_steps(folder_run, tmp_path):
-    cache = tmp_path / "cache"
-    first, entries = evaluate(folder_run, cache, "--compile-cache", str(cache))
-    assert any(e.name.startswith("jit_eval_step-") for e in entries), entries
-    assert HIT not in first.stderr
-    second, _ = evaluate(folder_run, cache, "--compile-cache", str(cache))
-    assert HIT in second.stderr
-    assert second.stdout == first.stdout
+@pytest.fixture
+def other_jaxlib(tmp_path):
+    """A sitecustomize that makes a process's jaxlib report another version to JAX's cache
+    keys (as a cache written by another jaxlib looks to this one)."""
+    (tmp_path / "other_jaxlib").mkdir()
+    (tmp_path / "other_jaxlib" / "sitecustomize.py").write_text(
+        "import jax._src.cache_key as cache_key\n"
+        "assert hasattr(cache_key, 'jaxlib_version_str')\n"
+        "cache_key.jaxlib_version_str = '0.0.1-another'\n")
+    return tmp_path / "other_jaxlib"
 
 
 def test_damaged_entries_are_compiled_again_without_a_word(folder_run, tmp_path):
@@ -73,3 +75,20 @@ def test_an_unusable_directory_is_one_line_or_turns_the_default_off(
     assert process.use_compile_cache(None) is None
     assert not jax.config.jax_enable_compilation_cache
     assert "compilation cache off" in capsys.readouterr().err
+
+
+def test_the_next_process_loads_the_compiled_steps_of_its_own_version_and_devices(
+        folder_run, tmp_path, other_jaxlib):
+    cache = tmp_path / "cache"
+    first, entries = evaluate(folder_run, cache, "--compile-cache", str(cache))
+    assert any(e.name.startswith("jit_eval_step-") for e in entries), entries
+    assert HIT not in first.stderr
+    second, _ = evaluate(folder_run, cache, "--compile-cache", str(cache))
+    assert HIT in second.stderr
+    assert second.stdout == first.stdout
+    eight_devices, _ = evaluate(folder_run, cache, "--compile-cache", str(cache),
+                                XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    assert HIT not in eight_devices.stderr
+    other_version, _ = evaluate(folder_run, cache, "--compile-cache", str(cache),
+                                PYTHONPATH=str(other_jaxlib))
+    assert HIT not in other_version.stderr and other_version.stdout == first.stdout
