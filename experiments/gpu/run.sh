@@ -34,7 +34,7 @@ fi
 mkdir -p "$OUT" "$WORK"
 rm -rf "$WORK"/*
 exec > >(tee "$OUT/run.log") 2>&1
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+export PYTHONUNBUFFERED=1
 if ls .whl/*.whl >/dev/null 2>&1; then  # packages the machine lacks, carried as wheels
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$WORK/site" .whl/*.whl && export PYTHONPATH="$WORK/site:${PYTHONPATH:-}"
@@ -48,6 +48,7 @@ TRAIN_FLAGS="--image-folder $DATA --alpha $TRAIN_ALPHA --epochs $TRAIN_EPOCHS \
 
 echo "## a. compiling in parallel (limit ${COMPILE_S} s)"
 start=$SECONDS
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # the compiling processes share the GPU's memory
 pids=()
 for alpha in ${ALPHAS//,/ }; do
   for dtype in ${DTYPES//,/ }; do
@@ -65,6 +66,7 @@ timeout "$COMPILE_S" $PY -m mobilenet_jax.train $TRAIN_FLAGS --max-steps 1 \
   --workdir "$WORK/train_compile" > "$WORK/compile_train.log" 2>&1 &
 pids+=($!)
 wait "${pids[@]}"  # (a bare `wait` would also wait for the log's tee)
+unset XLA_PYTHON_CLIENT_PREALLOCATE
 grep -h "^compiled\|error" "$WORK"/compile_*.log
 echo "# compiling took $((SECONDS - start)) s"
 

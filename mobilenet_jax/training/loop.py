@@ -119,7 +119,7 @@ def train(config: Config, num_classes_from_data: bool = False,
     def should_stop(step: int) -> Optional[str]:
         if config.max_steps is not None and step >= config.max_steps:
             return f"--max-steps {config.max_steps}"
-        return _agreed_stop(stop_requested())
+        return _agreed_stop(stop_requested(), step)
 
     step = int(state.step)
     summary = {}
@@ -185,10 +185,17 @@ def train_steps(state, batches: Iterable[dict], train_step: Callable, rng: jax.A
     return state, step, None
 
 
-def _agreed_stop(reason: Optional[str]) -> Optional[str]:
-    """Whether any process was asked to stop (every process must stop at the same step)."""
+STOP_POLL_STEPS = 10
+
+
+def _agreed_stop(reason: Optional[str], step: int) -> Optional[str]:
+    """Whether any process was asked to stop. Every process must stop at the same step: with
+    several, they agree on it every STOP_POLL_STEPS steps (by a collective, which makes the
+    host wait for the device)."""
     if jax.process_count() == 1:
         return reason
+    if step % STOP_POLL_STEPS:
+        return None
     anyone = multihost_utils.process_allgather(np.int32(reason is not None)).any()
     return (reason or "a stop request on another process") if anyone else None
 
