@@ -22,12 +22,12 @@ DATA=${DATA:-runs/gpu_data/cifar100-6class}
 CACHE=${CACHE:-/tmp/mobilenet_jax_compile_cache}
 WORK=${WORK:-/tmp/mobilenet_jax_gpu_run}
 if [ "${SMOKE:-0}" = 1 ]; then
-  ALPHAS=0.05 DTYPES=float32 BATCHES=8 KERNELS=reference MIN_TIME=0.05
+  ALPHAS=0.05 DTYPES=float32 BATCHES=8 KERNELS=reference MIN_TIME=0.05 BENCH_SMOKE=--smoke
   TRAIN_ALPHA=0.05 TRAIN_EPOCHS=2 TRAIN_BATCH=16 INFER_BATCH=16 LOOP_BATCHES=8
   : "${COMPILE_S:=120}" "${GRID_S:=120}" "${TRAIN_S:=120}" "${EVAL_S:=60}" "${INFER_S:=60}"
 else
   ALPHAS=1.0,0.25 DTYPES=float32,bfloat16 BATCHES=512,128,1024 KERNELS=reference,cpu
-  MIN_TIME=1.5 TRAIN_ALPHA=1.0 TRAIN_EPOCHS=30 TRAIN_BATCH=512 INFER_BATCH=1024
+  MIN_TIME=1.5 BENCH_SMOKE= TRAIN_ALPHA=1.0 TRAIN_EPOCHS=30 TRAIN_BATCH=512 INFER_BATCH=1024
   LOOP_BATCHES=128,512
   : "${COMPILE_S:=160}" "${GRID_S:=130}" "${TRAIN_S:=130}" "${EVAL_S:=30}" "${INFER_S:=40}"
 fi
@@ -42,7 +42,8 @@ fi
 echo "# $(date -u) $(git rev-parse --short HEAD 2>/dev/null)"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.memory,driver_version --format=csv \
   2>/dev/null || echo "# no nvidia-smi"
-BENCH="$PY -m mobilenet_jax.benchmark --compile-cache $CACHE --kernels $KERNELS --no-pipeline"
+BENCH="$PY -m mobilenet_jax.benchmark --compile-cache $CACHE --kernels $KERNELS --no-pipeline \
+  $BENCH_SMOKE"
 TRAIN_FLAGS="--image-folder $DATA --alpha $TRAIN_ALPHA --epochs $TRAIN_EPOCHS \
   --batch-size $TRAIN_BATCH --no-progress --compile-cache $CACHE"
 
