@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mobilenet_jax import Config
-from mobilenet_jax.core import steps
+from mobilenet_jax.core import parallel, steps
 from mobilenet_jax.training import loop
 from mobilenet_jax.training.step_metrics import TrainingStopped
 from mobilenet_jax.core.restore import restore
@@ -25,7 +25,7 @@ def restored(workdir, step):
     return model.state, model.position
 
 
-RUN_AHEAD = {"lag": 8, "prefetch": 2}  # an accelerator's setting (step_metrics.run_ahead)
+RUN_AHEAD = {"lag": 8, "prefetch": 2}  # an accelerator's setting (parallel.run_ahead)
 
 
 def test_resume_is_exact(subset_dir, tmp_path, capsys, monkeypatch):
@@ -36,7 +36,7 @@ def test_resume_is_exact(subset_dir, tmp_path, capsys, monkeypatch):
     loop.train(tiny_config(subset_dir, a, max_steps=12))
     loop.train(tiny_config(subset_dir, b, max_steps=6, keep=3))
     capsys.readouterr()
-    monkeypatch.setattr(loop, "run_ahead", lambda backend: RUN_AHEAD)
+    monkeypatch.setattr(parallel, "run_ahead", lambda backend: RUN_AHEAD)
     loop.train(tiny_config(subset_dir, b, max_steps=12, keep=3))
     assert "resuming" in capsys.readouterr().out
     (sa, pa), (sb, pb) = restored(a, 12), restored(b, 12)
@@ -56,7 +56,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(subset_dir, tmp_path, mon
     """Also when the loss is read late: it is read before anything is saved."""
     config = tiny_config(subset_dir, tmp_path, epochs=2, checkpoint_every=1)
     if ahead:
-        monkeypatch.setattr(loop, "run_ahead", lambda backend: ahead)
+        monkeypatch.setattr(parallel, "run_ahead", lambda backend: ahead)
     real_step = steps.train_step
 
     def poisoned(state, batch, rng, **kw):  # NaN images from step 10 on (epoch 2)

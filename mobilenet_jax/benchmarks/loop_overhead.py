@@ -4,7 +4,7 @@ The bare step: the compiled train step called back to back on one batch already 
 devices, synchronised once at the end (the most the device can do). The loop:
 `loop.train_steps` as `train` runs it (metrics read late, a progress bar, the stop check),
 fed either that same batch (input off) or the real input (input on: `arrays.train_batches`
-from a host split, placed on the devices), each way with both of `step_metrics.run_ahead`'s
+from a host split, placed on the devices), each way with both of `parallel.run_ahead`'s
 settings: synchronous (the metrics read one step late, no prefetching; what `train` does on
 a CPU) and running ahead (read 8 steps late, 2 batches prefetched; elsewhere). Variants are
 interleaved round by round, so drift of the machine hits them alike.
@@ -15,17 +15,17 @@ import statistics
 import time
 
 import jax
-import numpy as np
 from tqdm import tqdm
 
-from mobilenet_jax.benchmarks.throughput import DATASET_IMAGE, STEPS_PER_EPOCH, synthetic_batch
+from mobilenet_jax.benchmarks.throughput import (STEPS_PER_EPOCH, synthetic_batch,
+                                                 synthetic_split)
 from mobilenet_jax.config import Config
 from mobilenet_jax.core import steps
-from mobilenet_jax.core.parallel import Devices
+from mobilenet_jax.core.parallel import Devices, run_ahead
 from mobilenet_jax.data import arrays
 from mobilenet_jax.data.prefetch import prefetch
 from mobilenet_jax.training import loop
-from mobilenet_jax.training.step_metrics import StepMetrics, run_ahead
+from mobilenet_jax.training.step_metrics import StepMetrics
 
 SYNC, AHEAD = run_ahead("cpu"), run_ahead("gpu")
 VARIANTS = {"bare step": None,
@@ -71,10 +71,7 @@ def bench_loop(config: Config, round_s: float = 1.0, rounds: int = 7, min_steps:
     t = time.perf_counter()
     bare()
     steps_per_round = max(min_steps, round(round_s * min_steps / (time.perf_counter() - t)))
-    rng_np = np.random.default_rng(0)
-    n = config.batch_size * steps_per_round
-    split = arrays.Split(rng_np.integers(0, 256, (n, *DATASET_IMAGE), dtype=np.uint8),
-                         rng_np.integers(0, config.num_classes, (n,), dtype=np.int32))
+    split = synthetic_split(config.batch_size * steps_per_round, config.num_classes)
     runs = {name: bare if how is None else looped(*how) for name, how in VARIANTS.items()}
     for run in runs.values():  # warm up
         run()

@@ -32,6 +32,12 @@ def synthetic_batch(batch_size: int, num_classes: int, seed: int = 0) -> dict:
             "label": rng.integers(0, num_classes, (batch_size,), dtype=np.int32)}
 
 
+def synthetic_split(num_examples: int, num_classes: int, seed: int = 0) -> arrays.Split:
+    rng = np.random.default_rng(seed)
+    return arrays.Split(rng.integers(0, 256, (num_examples, *DATASET_IMAGE), dtype=np.uint8),
+                        rng.integers(0, num_classes, (num_examples,), dtype=np.int32))
+
+
 def forward_mult_adds(config: Config) -> int:
     model = MobileNetV1(**config.model_kwargs())
     return totals(summarize(model, config.resolution))["mult_adds"]
@@ -78,10 +84,7 @@ def bench_pipeline(config, devices, batch, res, timing) -> dict:
     key = jax.random.key(2)
     on_device = time_steps(lambda: prepare(batch["image"], key), jax.block_until_ready,
                            **timing)["median_step_s"]
-    n = max(config.batch_size * 20, 10_000)
-    rng = np.random.default_rng(0)
-    split = arrays.Split(rng.integers(0, 256, (n, *DATASET_IMAGE), dtype=np.uint8),
-                         rng.integers(0, config.num_classes, (n,), dtype=np.int32))
+    split = synthetic_split(max(config.batch_size * 20, 10_000), config.num_classes)
     times = []
     for epoch in range(2):
         it = arrays.train_batches(split, config.batch_size, 0, epoch)
@@ -147,7 +150,8 @@ def format_table(records) -> str:
             pipe = f"compile: loaded from the cache; {pipe}"
         kernels = r["kernels"] + (f"->{r['resolved']}" if r["resolved"] != r["kernels"] else "")
         lines.append(f"{r['mode']:<6} {r['alpha']:>5} {kernels:<14} {r['batch']:>5} "
-                     f"{r.get('dtype', 'float32'):<8} {r['img_per_s']:>9,.0f} {1000 * r['median_step_s']:>8.2f} "
+                     f"{r.get('dtype', 'float32'):<8} {r['img_per_s']:>9,.0f} "
+                     f"{1000 * r['median_step_s']:>8.2f} "
                      f"{r['gflops']:>8.1f} {r['pct_of_peak']:>5.1f}% {r['compile_s']:>9.1f} "
                      f"{r['memory']['max_rss_mb']:>7.0f} {r['cores_busy']:>5.2f} "
                      f"{r['page_faults_per_step']:>6.0f}  {pipe}")

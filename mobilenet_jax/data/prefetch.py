@@ -8,9 +8,10 @@ _END = object()
 
 
 def prefetch(items: Iterable[In], put: Callable[[In], Out], size: int = 2) -> Iterator[Out]:
-    """`put(item)` for each item, in order, made ahead by a background thread (at most `size`
-    waiting, one more in the making) (for batches: the host's gather and the copy to the devices overlap the step in
-    flight). An error in `items` or `put` is raised here, where its item would have come.
+    """`put(item)` for each item, in order, made ahead by a background thread: at most `size`
+    waiting, one more in the making. For batches, the host's gather and the copy to the
+    devices overlap the step in flight. An error in `items` or `put` is raised here, where its
+    item would have come.
     Closing the iterator (or leaving a loop over it) stops the thread. `size` 0: no thread."""
     if size < 1:
         yield from map(put, items)

@@ -6,7 +6,7 @@ import numpy as np
 
 from mobilenet_jax.core import restore, steps
 from mobilenet_jax.core.metrics import add_sums
-from mobilenet_jax.core.parallel import Devices
+from mobilenet_jax.core.parallel import Devices, run_ahead
 from mobilenet_jax.data import arrays, sources
 from mobilenet_jax.data.prefetch import prefetch
 
@@ -17,8 +17,10 @@ def evaluate_split(state, split: arrays.Split, batch_size: int, devices: Devices
     `num_classes`, also "per_class_correct" and "per_class_count" arrays. The results are read
     once all batches are dispatched (the device never waits for the host)."""
     outputs = []
-    for batch in prefetch(arrays.eval_batches(split, batch_size, devices.process_index,
-                                              devices.process_count), devices.global_batch):
+    batches = arrays.eval_batches(split, batch_size, devices.process_index,
+                                  devices.process_count)
+    ahead = run_ahead(jax.default_backend())
+    for batch in prefetch(batches, devices.global_batch, ahead["prefetch"]):
         metrics, correct = step_fn(state, batch)
         outputs.append((metrics, (correct, batch["label"], batch["mask"]) if num_classes else ()))
     sums = None

@@ -21,7 +21,7 @@ from mobilenet_jax.data.prefetch import prefetch
 from mobilenet_jax.evaluators.classification import evaluate_split
 from mobilenet_jax.training import curves, finetune
 from mobilenet_jax.training.metrics_log import MetricsLog
-from mobilenet_jax.training.step_metrics import StepMetrics, run_ahead
+from mobilenet_jax.training.step_metrics import StepMetrics
 
 
 def resolve_run_config(given: dict, workdir: pathlib.Path) -> Config:
@@ -123,7 +123,7 @@ def train(config: Config, num_classes_from_data: bool = False,
 
     step = int(state.step)
     summary = {}
-    ahead = run_ahead(jax.default_backend())
+    ahead = parallel.run_ahead(jax.default_backend())
     metrics = StepMetrics(config.batch_size, checkpoints.latest_step, ahead["lag"])
     try:
         while step < total_steps:
@@ -132,7 +132,8 @@ def train(config: Config, num_classes_from_data: bool = False,
                        unit="step", disable=not (config.progress and main_process), leave=False)
             metrics.start_epoch()
             metrics.on_read = lambda sums, bar=bar: bar.set_postfix(
-                loss=f"{sums['loss'] / sums['count']:.3f}", top1=f"{sums['top1'] / sums['count']:.3f}",
+                loss=f"{sums['loss'] / sums['count']:.3f}",
+                top1=f"{sums['top1'] / sums['count']:.3f}",
                 img_s=f"{metrics.images_per_s():.0f}", refresh=False)
             batches = arrays.train_batches(train_split, config.batch_size, config.seed, epoch,
                                            offset, devices.process_index, devices.process_count)

@@ -2,8 +2,8 @@
 
 Each step returns its metrics as device arrays. Reading one makes the host wait for that step,
 so they are read `lag` steps late, `lag` at a time: the host dispatches up to 2 * lag steps
-ahead. Only the epoch's first step is read at once, to time the epoch from the end of it (the
-first step of a run compiles).
+ahead (`core.parallel.run_ahead` chooses `lag` by backend). Only the epoch's first step is
+read at once, to time the epoch from the end of it (the first step of a run compiles).
 """
 import collections
 import time
@@ -13,15 +13,6 @@ import jax
 import numpy as np
 
 from mobilenet_jax.core.metrics import add_sums, summarize_metrics
-
-
-
-def run_ahead(backend: str) -> dict:
-    """How far the host runs ahead of the device: `lag` (above) and the global batches
-    prefetched onto the devices. On a CPU the host and the device share the cores: running
-    ahead only takes them from the step, and reading each step's metrics one step late with
-    no prefetching was fastest (experiments/loop_overhead). An accelerator runs on its own."""
-    return {"lag": 1, "prefetch": 0} if backend == "cpu" else {"lag": 8, "prefetch": 2}
 
 
 class TrainingStopped(Exception):
