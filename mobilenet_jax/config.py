@@ -21,7 +21,8 @@ REFERENCE_BATCH_SIZE = 128  # `lr` is the learning rate at this global batch siz
 # Configs written before `kernels` stored `depthwise`: its values -> the kernel policy.
 LEGACY_DEPTHWISE = {"xla": "reference", "slices": "cpu", "vjp": "cpu", "auto": "auto"}
 # Fields added later, with the values that configs written before them were trained with.
-LEGACY_DEFAULTS = {"ema_decay": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}
+LEGACY_DEFAULTS = {"ema_decay": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0,
+                   "precise_bn_batches": 0}
 
 
 def field(default, help, choices=None, flags=None, from_data=False):
@@ -86,6 +87,10 @@ class Config:
     ema_decay: float = field(0.999, "decay of a moving average of the weights and BatchNorm "
                              "statistics that validation, evaluate, predict and export use "
                              "(0: off); step t uses min(decay, (1+t)/(10+t))")
+    precise_bn_batches: int = field(20, "before each validation and checkpoint, recompute "
+                                    "BatchNorm's statistics with the evaluated weights over "
+                                    "this many augmented training batches, for validation, "
+                                    "evaluate, predict and export (0: the running statistics)")
     mixup_alpha: float = field(0.0, "mixup: each training image blended with another of the "
                                "batch, weight ~ Beta(a, a), targets alike (0: off)")
     cutmix_alpha: float = field(0.0, "CutMix: a box of another image of the batch pasted in, "
@@ -144,7 +149,7 @@ class Config:
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         for name in ("lr", "warmup_epochs", "momentum", "weight_decay", "backbone_lr_scale",
-                     "mixup_alpha", "cutmix_alpha"):
+                     "mixup_alpha", "cutmix_alpha", "precise_bn_batches"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 

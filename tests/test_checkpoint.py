@@ -81,7 +81,7 @@ def test_a_restored_state_takes_the_train_step_a_new_one_takes(tmp_path):
 def test_checkpoint_from_before_the_moving_average_restores(tmp_path):
     """A run without a moving average stores the arrays under the names older versions used
     (no `ema` entry), and a config from before the recipe fields loads as trained then."""
-    old_config = CONFIG.replace(ema_decay=0.0)
+    old_config = CONFIG.replace(ema_decay=0.0, precise_bn_batches=0)
     checkpoints = ckpt_lib.Checkpoints(tmp_path / "checkpoints", keep=1, keep_best=False)
     checkpoints.save(make_state(old_config).replace(step=1), old_config, {"step": 1, "rng": [0, 0]})
     checkpoints.close()
@@ -93,12 +93,13 @@ def test_checkpoint_from_before_the_moving_average_restores(tmp_path):
     unverified(step_dir)
     config_file = step_dir / "config" / "metadata"
     stored = json.loads(config_file.read_text())
-    for name in ("ema_decay", "mixup_alpha", "cutmix_alpha"):
+    for name in ("ema_decay", "mixup_alpha", "cutmix_alpha", "precise_bn_batches"):
         del stored[name]
     config_file.write_text(json.dumps(stored))
     restored = restore(step_dir)
     state, config = restored.state, restored.config
     assert config.ema_decay == 0 and state.ema is None and int(state.step) == 1
+    assert config.precise_bn_batches == 0 and state.precise_batch_stats is None
 
 
 def test_missing_and_empty_paths_are_checkpoint_errors(tmp_path):

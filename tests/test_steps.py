@@ -117,12 +117,14 @@ def test_bfloat16_training_tracks_float32():
 def test_ema_follows_its_formula_and_is_what_evaluation_runs():
     """Three steps with ema_decay 0.5: the average is min(0.5, (1+t)/(10+t)) = 0.1, 2/11, 0.25
     of the old average plus the rest of the new weights, by hand from the states the steps
-    produced; eval_step runs the average, and without EMA the state keeps none."""
+    produced; eval_step runs the average (no recomputed statistics), and without EMA the
+    state keeps none."""
     rng = np.random.default_rng(0)
     batch = {"image": jnp.asarray(rng.integers(0, 256, (16, 32, 32, 3), np.uint8)),
              "label": jnp.asarray(rng.integers(0, 10, 16).astype(np.int32)),
              "mask": jnp.ones(16)}
-    config = Config(width_multiplier=0.1, num_classes=10, ema_decay=0.5, warmup_epochs=0)
+    config = Config(width_multiplier=0.1, num_classes=10, ema_decay=0.5, warmup_epochs=0,
+                    precise_bn_batches=0)
     training = steps.build(config, steps_per_epoch=10)
     step = jax.jit(functools.partial(steps.train_step, config=config, schedule=training.schedule))
     state = jax.jit(training.init_state)(jax.random.key(0))
@@ -143,6 +145,51 @@ def test_ema_follows_its_formula_and_is_what_evaluation_runs():
     np.testing.assert_allclose(metrics["loss"], expected_loss, rtol=1e-5)
     no_average = steps.build(config.replace(ema_decay=0.0))
     assert jax.eval_shape(no_average.init_state, jax.random.key(0)).ema is None
+
+
+def test_batch_statistics_are_the_batch_moments_and_only_evaluation_reads_them():
+    """The stem BatchNorm's statistics of a batch are the mean and (biased) variance over
+    images, rows and columns of a naive stride-2 convolution with the evaluated (averaged)
+    stem kernel; eval_step runs the recomputed statistics; the train step carries them
+    unchanged, and its result does not depend on them."""
+    rng = np.random.default_rng(0)
+    batch = {"image": jnp.asarray(rng.integers(0, 256, (8, 32, 32, 3), np.uint8)),
+             "label": jnp.asarray(np.arange(8) % 10, jnp.int32), "mask": jnp.ones(8)}
+    config = Config(width_multiplier=0.1, num_classes=10, augment=False, warmup_epochs=0,
+                    kernels="reference")
+    training = steps.build(config, steps_per_epoch=10)
+    state = jax.jit(training.init_state)(jax.random.key(0))
+    kernel = rng.normal(size=state.params["stem"]["kernel"].shape).astype(np.float32)
+    state = state.replace(ema={**state.ema, "params": {**state.ema["params"],
+                                                       "stem": {"kernel": jnp.asarray(kernel)}}})
+    stats = jax.jit(functools.partial(steps.batch_statistics_step, config=config))(
+        state, batch, jax.random.key(1))
+
+    x = np.pad(np.asarray(steps.normalize(batch["image"], config), np.float64),
+               ((0, 0), (1, 1), (1, 1), (0, 0)))
+    out = sum(np.einsum("nhwc,co->nhwo", x[:, i:i + 32:2, j:j + 32:2], kernel[i, j])
+              for i in range(3) for j in range(3))
+    np.testing.assert_allclose(stats["stem_bn"]["mean"], out.mean((0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(stats["stem_bn"]["var"], out.var((0, 1, 2)), rtol=1e-4)
+
+    with_stats = state.replace(precise_batch_stats=stats)
+    metrics, _ = jax.jit(functools.partial(steps.eval_step, config=config))(with_stats, batch)
+    logits = jax.jit(lambda v, x: state.apply_fn(v, x, train=False))(
+        {"params": state.ema["params"], "batch_stats": stats}, steps.normalize(batch["image"], config))
+    expected_loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).sum()
+    np.testing.assert_allclose(metrics["loss"], expected_loss, rtol=1e-5)
+
+    step = jax.jit(functools.partial(steps.train_step, config=config, schedule=training.schedule))
+    after, _ = step(with_stats, batch, jax.random.key(2))
+    after_initial, _ = step(state, batch, jax.random.key(2))
+    for a, b in zip(jax.tree.leaves(after.precise_batch_stats), jax.tree.leaves(stats)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(jax.tree.leaves((after.params, after.batch_stats, after.opt_state, after.ema)),
+                    jax.tree.leaves((after_initial.params, after_initial.batch_stats,
+                                     after_initial.opt_state, after_initial.ema))):
+        np.testing.assert_array_equal(a, b)
+    frozen = steps.build(config.replace(freeze_backbone=True))
+    assert jax.eval_shape(frozen.init_state, jax.random.key(0)).precise_batch_stats is None
 
 
 def test_mixup_and_cutmix_train_against_mixed_targets():

@@ -41,7 +41,7 @@ def test_resume_is_exact(subset_dir, tmp_path, capsys, monkeypatch):
     assert "resuming" in capsys.readouterr().out
     (sa, pa), (sb, pb) = restored(a, 12), restored(b, 12)
     assert int(sa.step) == int(sb.step) == 12 and pa == pb
-    for name in ("params", "batch_stats", "opt_state"):
+    for name in ("params", "batch_stats", "opt_state", "ema", "precise_batch_stats"):
         leaves_a, leaves_b = jax.tree.leaves(getattr(sa, name)), jax.tree.leaves(getattr(sb, name))
         assert len(leaves_a) == len(leaves_b) > 0
         for x, y in zip(leaves_a, leaves_b):

@@ -24,11 +24,17 @@ from mobilenet_jax.models.spec import HEAD
 class TrainState(train_state.TrainState):
     batch_stats: Any
     ema: Any = None  # {"params", "batch_stats"} averaged over steps, when config.ema_decay > 0
+    # BatchNorm statistics recomputed with the evaluated weights (config.precise_bn_batches);
+    # the train step carries them unchanged.
+    precise_batch_stats: Any = None
 
     def eval_variables(self) -> dict:
         """The variables that validation, evaluation, predict and export run: the moving
-        average where the run keeps one."""
-        return self.ema or {"params": self.params, "batch_stats": self.batch_stats}
+        average where the run keeps one, with the recomputed statistics where it has them."""
+        variables = self.ema or {"params": self.params, "batch_stats": self.batch_stats}
+        if self.precise_batch_stats is None:
+            return variables
+        return {"params": variables["params"], "batch_stats": self.precise_batch_stats}
 
 
 def ema_decay_at(step, decay: float):
@@ -112,19 +118,25 @@ def float32_input(images_uint8, config: Config) -> np.ndarray:
     return np.asarray(normalize(images_uint8, config.replace(dtype="float32")))
 
 
+def train_inputs(batch: dict, rng: jax.Array, config: Config):
+    """The network's input and targets of a training batch: augmented, standardised, mixed."""
+    images = batch["image"]
+    if config.augment:
+        images = augment.augment(images, rng)
+    images = normalize(images, config)
+    targets = jax.nn.one_hot(batch["label"], config.num_classes)
+    if config.mixup_alpha or config.cutmix_alpha:
+        images, targets = mixing.mix_batch(images, targets, jax.random.fold_in(rng, 1),
+                                           config.mixup_alpha, config.cutmix_alpha)
+    return images, targets
+
+
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: Config,
                schedule: optax.Schedule):
     """One SGD step. Returns the new state and the batch's summed metrics (and the lr)."""
     rng = jax.random.fold_in(rng, state.step)
     augment_rng, dropout_rng = jax.random.split(rng)
-    images = batch["image"]
-    if config.augment:
-        images = augment.augment(images, augment_rng)
-    images = normalize(images, config)
-    targets = jax.nn.one_hot(batch["label"], config.num_classes)
-    if config.mixup_alpha or config.cutmix_alpha:
-        images, targets = mixing.mix_batch(images, targets, jax.random.fold_in(augment_rng, 1),
-                                           config.mixup_alpha, config.cutmix_alpha)
+    images, targets = train_inputs(batch, augment_rng, config)
 
     def loss_fn(params):
         # A frozen backbone runs in inference mode: BatchNorm uses and keeps its statistics.
@@ -146,6 +158,17 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: Config
     return new_state, metrics
 
 
+def batch_statistics_step(state: TrainState, batch: dict, rng: jax.Array, *, config: Config):
+    """Every BatchNorm layer's mean and variance over a training batch, augmented as the train
+    step does, with the evaluated weights."""
+    images, _ = train_inputs(batch, rng, config)
+    zeros = jax.tree.map(jnp.zeros_like, state.batch_stats)
+    _, updates = state.apply_fn({"params": state.eval_variables()["params"], "batch_stats": zeros},
+                                images, train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
+    # From zero running statistics, a train-mode pass leaves (1 - momentum) x the batch's.
+    return jax.tree.map(lambda v: v / (1 - MobileNetV1.bn_momentum), updates["batch_stats"])
+
+
 def eval_step(state: TrainState, batch: dict, *, config: Config):
     """Summed metrics of a (masked) batch, and whether each example's top-1 is right."""
     images = normalize(batch["image"], config)
@@ -161,6 +184,7 @@ def eval_step(state: TrainState, batch: dict, *, config: Config):
 class JittedSteps:
     train: Callable  # (state, batch, rng) -> (state, metrics); donates the state it is given
     eval: Callable   # (state, batch) -> (metrics, correct)
+    batch_statistics: Callable  # (state, batch, rng) -> BatchNorm statistics of the batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,9 +198,12 @@ class Training:
     def init_state(self, rng: jax.Array) -> TrainState:
         image = jnp.zeros((1, self.config.resolution, self.config.resolution, 3), jnp.float32)
         variables = self.model.init(rng, image)
+        # A frozen backbone's BatchNorm keeps the statistics it was trained with.
+        precise = self.config.precise_bn_batches and not self.config.freeze_backbone
         state = TrainState.create(apply_fn=self.model.apply, params=variables["params"],
                                   batch_stats=variables["batch_stats"], tx=self.optimizer,
-                                  ema=variables if self.config.ema_decay else None)
+                                  ema=variables if self.config.ema_decay else None,
+                                  precise_batch_stats=variables["batch_stats"] if precise else None)
         # A strongly typed step, as a restored one is: one compiled train step for both.
         return state.replace(step=jnp.zeros((), jnp.int32))
 
@@ -197,7 +224,9 @@ class Training:
                         out_shardings=devices.replicated, donate_argnums=0)
         evaluate = jax.jit(functools.partial(eval_step, config=self.config),
                            out_shardings=(devices.replicated, devices.batch_sharded))
-        return JittedSteps(train, evaluate)
+        statistics = jax.jit(functools.partial(batch_statistics_step, config=self.config),
+                             out_shardings=devices.replicated)
+        return JittedSteps(train, evaluate, statistics)
 
 
 def build(config: Config, steps_per_epoch: int = 1) -> Training:

@@ -61,4 +61,6 @@ def initial_state(config: Config, training: steps.Training, devices: Devices, rn
            if source.resolution != config.resolution else ""))
     # The average starts as its own copy: the train step donates every buffer of the state.
     ema = jax.tree.map(jnp.copy, variables) if state.ema is not None else None
-    return state.replace(**variables, ema=ema)
+    precise = (jax.tree.map(jnp.copy, variables["batch_stats"])
+               if state.precise_batch_stats is not None else None)
+    return state.replace(**variables, ema=ema, precise_batch_stats=precise)

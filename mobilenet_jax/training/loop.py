@@ -5,6 +5,7 @@ function of (seed, epoch) and the checkpoint holds the step and the RNG key.
 """
 import contextlib
 import pathlib
+import time
 from typing import Callable, Iterable, Optional
 
 import jax
@@ -19,7 +20,7 @@ from mobilenet_jax.core.metrics import summarize_metrics
 from mobilenet_jax.data import arrays, sources
 from mobilenet_jax.data.prefetch import prefetch
 from mobilenet_jax.evaluators.classification import evaluate_split
-from mobilenet_jax.training import curves, finetune
+from mobilenet_jax.training import curves, finetune, precise_bn
 from mobilenet_jax.training.metrics_log import MetricsLog
 from mobilenet_jax.training.step_metrics import StepMetrics
 
@@ -116,6 +117,17 @@ def train(config: Config, num_classes_from_data: bool = False,
                          metrics)
         return step
 
+    def with_precise_statistics(state, epoch: int):
+        """The state with BatchNorm statistics recomputed for what evaluates it next, and the
+        seconds that took (None: the run keeps none)."""
+        if state.precise_batch_stats is None:
+            return state, None
+        start = time.perf_counter()
+        state = precise_bn.recompute(state, train_split, config, devices,
+                                     jitted.batch_statistics, base_rng, epoch)
+        jax.block_until_ready(state.precise_batch_stats)
+        return state, round(time.perf_counter() - start, 3)
+
     def should_stop(step: int) -> Optional[str]:
         if config.max_steps is not None and step >= config.max_steps:
             return f"--max-steps {config.max_steps}"
@@ -144,11 +156,16 @@ def train(config: Config, num_classes_from_data: bool = False,
             metrics.read_all()  # every loss checked before anything is saved
             bar.close()
             if stop:
-                save(state)
+                save(with_precise_statistics(state, epoch)[0])
                 say(f"stopped at step {step} ({stop}); saved a checkpoint in "
                     f"{checkpoints.directory}; rerun the same command to resume")
                 return {"step": step, "stopped": True}
             summary = {"epoch": epoch + 1, **metrics.summary()}
+            saving = (epoch + 1) % config.checkpoint_every == 0 or step == total_steps
+            if val_split is not None or saving:
+                state, seconds = with_precise_statistics(state, epoch)
+                if seconds is not None:
+                    summary["precise_bn_s"] = seconds
             if val_split is not None:
                 summary.update(summarize_metrics(
                     evaluate_split(state, val_split, config.batch_size, devices, jitted.eval), "val"))
@@ -156,7 +173,7 @@ def train(config: Config, num_classes_from_data: bool = False,
             if curve_writer:
                 curve_writer.update()
             say(format_epoch(summary, config.epochs))
-            if (epoch + 1) % config.checkpoint_every == 0 or step == total_steps:
+            if saving:
                 save(state, {"val_top1": summary["val_top1"]} if val_split is not None else None)
     finally:
         log.close()

@@ -1,0 +1,32 @@
+"""BatchNorm statistics recomputed with a run's current weights ("precise BN", Wu & Johnson
+2021, arXiv 2105.07576). The running statistics, and their moving average, lag weights that
+change fast: without this a short run's evaluated model was at chance while its training was
+near perfect (experiments/eval_statistics)."""
+import itertools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from mobilenet_jax.config import Config
+from mobilenet_jax.core.parallel import Devices
+from mobilenet_jax.data import arrays
+
+
+def recompute(state, split: arrays.Split, config: Config, devices: Devices,
+              batch_statistics: Callable, base_rng: jax.Array, epoch: int):
+    """The state with `precise_batch_stats` the mean of `batch_statistics` over
+    config.precise_bn_batches training batches in `epoch`'s order (repeated where the split
+    has fewer), each augmented by its own key: a function of the weights, the data, the seed
+    and the epoch."""
+    batches = itertools.chain.from_iterable(
+        arrays.train_batches(split, config.batch_size, config.seed, epoch, 0,
+                             devices.process_index, devices.process_count)
+        for _ in range(-(-config.precise_bn_batches // (len(split) // config.batch_size))))
+    rng = jax.random.fold_in(jax.random.split(base_rng)[1], epoch)
+    total, count = None, 0
+    for batch in itertools.islice(batches, config.precise_bn_batches):
+        stats = batch_statistics(state, devices.global_batch(batch), jax.random.fold_in(rng, count))
+        total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+        count += 1
+    return state.replace(precise_batch_stats=jax.tree.map(lambda v: v / count, total))
