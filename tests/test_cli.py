@@ -97,7 +97,8 @@ def test_evaluate_missing_and_corrupt_checkpoints(trained_run, tmp_path):
 def test_sigterm_saves_a_loadable_checkpoint(subset_dir, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "mobilenet_jax.train", "--alpha", "0.1", "--epochs", "50",
-         "--batch-size", "32", "--data-dir", subset_dir, "--offline", "--no-progress",
+         "--batch-size", "32", "--precise-bn-batches", "2", "--data-dir", subset_dir,
+         "--offline", "--no-progress",
          "--workdir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
@@ -164,8 +165,9 @@ def small_filesystem(tmp_path):
 
 def _disk_full_train(workdir, subset_dir, *flags):
     return run(["mobilenet_jax.train", "--alpha", "0.1", "--batch-size", "32", "--split",
-                "train[:10%]", "--epochs", "5", "--data-dir", subset_dir, "--offline",
-                "--no-progress", "--workdir", str(workdir), *flags], workdir.parent,
+                "train[:10%]", "--epochs", "5", "--precise-bn-batches", "2", "--data-dir",
+                subset_dir, "--offline", "--no-progress", "--workdir", str(workdir), *flags],
+               workdir.parent,
                process=True)  # a failed orbax save must print nothing more up to the exit
 
 

@@ -58,7 +58,7 @@ def flags(subset_dir, workdir, max_steps):
     return ["--alpha", "0.1", "--batch-size", "32", "--split", "train[:10%]", "--epochs", "3",
             "--lr", "0.01", "--warmup-epochs", "0", "--schedule", "constant",
             "--data-dir", subset_dir, "--offline", "--no-progress", "--workdir", str(workdir),
-            "--max-steps", str(max_steps)]
+            "--max-steps", str(max_steps), "--precise-bn-batches", "2"]
 
 
 def train_cli(args, env=None, **kw):
