@@ -98,8 +98,8 @@ def test_sigterm_saves_a_loadable_checkpoint(subset_dir, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "mobilenet_jax.train", "--alpha", "0.1", "--epochs", "50",
          "--batch-size", "32", "--precise-bn-batches", "2", "--data-dir", subset_dir,
-         "--offline", "--no-progress",
-         "--workdir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--offline", "--no-progress", "--workdir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
         while not (tmp_path / "metrics.jsonl").exists():  # first epoch done: training is on
@@ -164,11 +164,11 @@ def small_filesystem(tmp_path):
 
 
 def _disk_full_train(workdir, subset_dir, *flags):
+    # A process: a failed orbax save must print nothing more up to the exit.
     return run(["mobilenet_jax.train", "--alpha", "0.1", "--batch-size", "32", "--split",
                 "train[:10%]", "--epochs", "5", "--precise-bn-batches", "2", "--data-dir",
                 subset_dir, "--offline", "--no-progress", "--workdir", str(workdir), *flags],
-               workdir.parent,
-               process=True)  # a failed orbax save must print nothing more up to the exit
+               workdir.parent, process=True)
 
 
 def _assert_checkpoints_left(checkpoints, count):

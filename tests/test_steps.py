@@ -175,7 +175,8 @@ def test_batch_statistics_are_the_batch_moments_and_only_evaluation_reads_them()
     with_stats = state.replace(precise_batch_stats=stats)
     metrics, _ = jax.jit(functools.partial(steps.eval_step, config=config))(with_stats, batch)
     logits = jax.jit(lambda v, x: state.apply_fn(v, x, train=False))(
-        {"params": state.ema["params"], "batch_stats": stats}, steps.normalize(batch["image"], config))
+        {"params": state.ema["params"], "batch_stats": stats},
+        steps.normalize(batch["image"], config))
     expected_loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).sum()
     np.testing.assert_allclose(metrics["loss"], expected_loss, rtol=1e-5)
 

@@ -2,7 +2,8 @@
 
 Each checkpoint holds the whole TrainState (params, batch_stats, optimizer state, step, the
 weights' moving average and the recomputed BatchNorm statistics where the run keeps them), the
-RNG key, the run's Config and the data position, so a model is rebuilt from a checkpoint alone and a run resumes exactly.
+RNG key, the run's Config and the data position, so a model is rebuilt from a checkpoint alone
+and a run resumes exactly.
 Retention: the last `keep` plus the best by validation top-1.
 
 Integrity: once orbax has committed a step, `manifest.json` (every file's size and SHA-256)
