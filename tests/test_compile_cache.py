@@ -5,7 +5,7 @@ import os
 import jax
 import pytest
 
-from conftest import assert_one_line_error, run
+from conftest import assert_one_line_error, run, xla_flags
 from mobilenet_jax import process
 
 HIT = "Persistent compilation cache hit for 'jit_eval_step'"
@@ -87,7 +87,7 @@ def test_the_next_process_loads_the_compiled_steps_of_its_own_version_and_device
     assert HIT in second.stderr
     assert second.stdout == first.stdout
     eight_devices, _ = evaluate(folder_run, cache, "--compile-cache", str(cache),
-                                XLA_FLAGS="--xla_force_host_platform_device_count=8")
+                                **xla_flags("--xla_force_host_platform_device_count=8"))
     assert HIT not in eight_devices.stderr
     other_version, _ = evaluate(folder_run, cache, "--compile-cache", str(cache),
                                 PYTHONPATH=str(other_jaxlib))

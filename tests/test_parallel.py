@@ -12,7 +12,7 @@ import jax
 
 from mobilenet_jax.core import steps
 from mobilenet_jax.core.restore import restore
-from tests.conftest import REPO, run
+from tests.conftest import REPO, run, xla_flags
 
 COMPARE_STEPS = REPO / "experiments" / "device_count" / "compare_steps.py"
 # Its measure of how far two results of a step differ (`relative_difference`) is the tests'.
@@ -20,7 +20,7 @@ _spec = importlib.util.spec_from_file_location("compare_steps", COMPARE_STEPS)
 compare_steps = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(compare_steps)
 
-EIGHT_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+EIGHT_DEVICES = xla_flags("--xla_force_host_platform_device_count=8")
 # How far two results of the same step may differ, as a fraction of what the step changed
 # (global norm per collection; experiments/device_count/ measured, at alpha 0.1 and 0.25):
 # summation order alone (8 devices, or the batch reordered on 1 device) 1e-6-1e-5, and up to

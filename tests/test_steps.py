@@ -124,7 +124,7 @@ def test_ema_follows_its_formula_and_is_what_evaluation_runs():
              "label": jnp.asarray(rng.integers(0, 10, 16).astype(np.int32)),
              "mask": jnp.ones(16)}
     config = Config(width_multiplier=0.1, num_classes=10, ema_decay=0.5, warmup_epochs=0,
-                    precise_bn_batches=0)
+                    precise_bn_batches=0, kernels="reference")
     training = steps.build(config, steps_per_epoch=10)
     step = jax.jit(functools.partial(steps.train_step, config=config, schedule=training.schedule))
     state = jax.jit(training.init_state)(jax.random.key(0))
