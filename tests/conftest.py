@@ -39,15 +39,28 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # The genuine 6-class CIFAR-100 subset laid beside the checkout (never copied into it).
 SUBSET_DIR = pathlib.Path(os.environ.get(
     "MOBILENET_JAX_SUBSET_DIR", REPO.parent / "shared" / "data" / "cifar100-6class-tfds"))
+# The same records prepared as ArrayRecord (readable without TensorFlow).
+SUBSET_ARRAY_RECORD_DIR = pathlib.Path(os.environ.get(
+    "MOBILENET_JAX_SUBSET_ARRAY_RECORD_DIR",
+    REPO.parent / "shared" / "data" / "cifar100-6class-arrayrecord"))
 SUBSET_CLASSES = (6, 25, 35, 41, 95, 97)
+
+
+def prepared_subset(directory: pathlib.Path, variable: str) -> str:
+    if not (directory / "cifar100").is_dir():
+        pytest.skip(f"the 6-class CIFAR-100 subset is absent at {directory} "
+                    f"(set {variable} to a TFDS data dir holding it)")
+    return str(directory)
 
 
 @pytest.fixture(scope="session")
 def subset_dir():
-    if not (SUBSET_DIR / "cifar100").is_dir():
-        pytest.skip(f"the 6-class CIFAR-100 subset is absent at {SUBSET_DIR} "
-                    "(set MOBILENET_JAX_SUBSET_DIR to a TFDS data dir holding it)")
-    return str(SUBSET_DIR)
+    return prepared_subset(SUBSET_DIR, "MOBILENET_JAX_SUBSET_DIR")
+
+
+@pytest.fixture(scope="session")
+def subset_array_record_dir():
+    return prepared_subset(SUBSET_ARRAY_RECORD_DIR, "MOBILENET_JAX_SUBSET_ARRAY_RECORD_DIR")
 
 
 # These flags (with the default recipe), then evaluate on the test split, reached 65.3% and

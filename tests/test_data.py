@@ -32,6 +32,19 @@ def test_real_subset_loads_with_split_expressions(subset_dir):
     assert len(half) == 1500
 
 
+def test_array_record_subset_reads_the_records_the_tfrecord_one_holds(subset_dir,
+                                                                      subset_array_record_dir):
+    """The same records prepared as ArrayRecord (read by random access, without TensorFlow)
+    and as TFRecord (read through TensorFlow): the same images, labels and order."""
+    for split in ("test", "train[:10%]"):
+        array_record = from_tfds.load("cifar100", split, subset_array_record_dir, offline=True)
+        tfrecord = from_tfds.load("cifar100", split, subset_dir, offline=True)
+        assert len(array_record) == (600 if split == "test" else 300)
+        np.testing.assert_array_equal(array_record.images, tfrecord.images)
+        np.testing.assert_array_equal(array_record.labels, tfrecord.labels)
+        assert array_record.class_names == tfrecord.class_names
+
+
 def test_normalisation_hand_computed():
     pixels = jnp.array([[[[0, 255, 128]]]], jnp.uint8)
     out = np.asarray(augment.normalize(pixels, resolution=1))[0, 0, 0]

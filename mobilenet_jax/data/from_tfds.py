@@ -1,7 +1,9 @@
 """TFDS image classification datasets read into memory (`arrays.Split`).
 
-TensorFlow (through tensorflow-datasets) only reads the data once, into uint8 numpy arrays
-(CIFAR-100 is ~180 MB; larger datasets are refused before they are read, `arrays.check_fits`).
+The data is read once, into uint8 numpy arrays (CIFAR-100 is ~180 MB; larger datasets are
+refused before they are read, `arrays.check_fits`): a dataset prepared as ArrayRecord through
+`tfds.data_source` (random access, without TensorFlow), one prepared as TFRecord (or not yet
+downloaded) through `tfds.load`, i.e. TensorFlow.
 """
 import os
 from typing import Optional
@@ -24,16 +26,18 @@ def load(name: str, split: str, data_dir: Optional[str] = None, offline: bool = 
     `offline`). Images of a fixed square size are kept as they are; others become squares of
     side `size` (images.square_image); grayscale becomes RGB."""
     import tensorflow_datasets as tfds  # imported here: only reading a TFDS dataset needs it
-    try:
-        import tensorflow as tf
-        tf.config.set_visible_devices([], "GPU")  # TensorFlow must not take GPU memory from JAX
-    except (ImportError, RuntimeError):
-        pass
 
     where = resolve_data_dir(data_dir)
+    random_access = _prepared_as_array_record(tfds, name, where)
+    if not random_access:
+        _hide_gpus_from_tensorflow()
     try:
-        dataset, info = tfds.load(name, split=split, data_dir=where, download=not offline,
-                                  with_info=True)
+        if random_access:
+            source = tfds.data_source(name, split=split, data_dir=where, download=False)
+            info = source.dataset_info
+        else:
+            dataset, info = tfds.load(name, split=split, data_dir=where, download=not offline,
+                                      with_info=True)
     except Exception as e:  # tfds raises many kinds (absent data, network, split syntax)
         reason = short_reason(e)
         if offline:
@@ -52,21 +56,53 @@ def load(name: str, split: str, data_dir: Optional[str] = None, offline: bool = 
     except (KeyError, ValueError):  # no split metadata (tfds's mock data): nothing to check
         count = 0
     check_fits(count, side, f"{name!r} split {split!r}")
-    pairs = dataset.map(lambda ex: (ex[image_key], ex[label_key]))
-    if fixed:  # read in large batches and concatenate
+    if random_access:
+        pairs = list(_examples(source, image_key, label_key))
+        images = (np.stack([image if fixed else square_image(image, size) for image, _ in pairs])
+                  if pairs else np.zeros((0, side, side, 3)))
+        labels = np.array([label for _, label in pairs])
+    elif fixed:  # read in large batches and concatenate
+        pairs = dataset.map(lambda ex: (ex[image_key], ex[label_key]))
         chunks = list(tfds.as_numpy(pairs.batch(8192)))
         images = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros((0, side, side, 3))
         labels = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros((0,))
-        if images.shape[-1] == 1:
-            images = np.repeat(images, 3, axis=-1)
     else:
+        pairs = dataset.map(lambda ex: (ex[image_key], ex[label_key]))
         read = [(square_image(image, size), label) for image, label in tfds.as_numpy(pairs)]
         images = np.stack([r[0] for r in read]) if read else np.zeros((0, side, side, 3))
         labels = np.array([r[1] for r in read])
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
     if not len(labels):
         raise DataError(f"split {split!r} of {name!r} in {where} is empty; check --split")
     return Split(images.astype(np.uint8), labels.astype(np.int32),
                  tuple(info.features[label_key].names))
+
+
+def _prepared_as_array_record(tfds, name: str, where: str) -> bool:
+    """Whether `where` holds `name` prepared as ArrayRecord (tfds reads its metadata without
+    TensorFlow); anything else, unknown names included, goes through `tfds.load`."""
+    try:
+        file_format = tfds.builder(name, data_dir=where).info.file_format
+    except Exception:  # noqa: BLE001 - tfds.load reports what is wrong with the name or dir
+        return False
+    return file_format == tfds.core.file_adapters.FileFormat.ARRAY_RECORD
+
+
+def _examples(source, image_key: str, label_key: str, chunk: int = 4096):
+    """(image, label) of every record of a random-access source, read `chunk` at a time."""
+    for start in range(0, len(source), chunk):
+        for example in source.__getitems__(range(start, min(len(source), start + chunk))):
+            yield example[image_key], example[label_key]
+
+
+def _hide_gpus_from_tensorflow() -> None:
+    """TensorFlow must not take GPU memory from JAX."""
+    try:
+        import tensorflow as tf
+        tf.config.set_visible_devices([], "GPU")
+    except (ImportError, RuntimeError):
+        pass
 
 
 def _image_and_label(info, name: str) -> tuple[str, str]:
