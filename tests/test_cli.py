@@ -94,10 +94,10 @@ def test_evaluate_missing_and_corrupt_checkpoints(trained_run, tmp_path):
                           "other names or shapes")
 
 
-def test_sigterm_saves_a_loadable_checkpoint(subset_dir, tmp_path):
+def test_sigterm_saves_a_loadable_checkpoint(subset_array_record_dir, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "mobilenet_jax.train", "--alpha", "0.1", "--epochs", "50",
-         "--batch-size", "32", "--precise-bn-batches", "2", "--data-dir", subset_dir,
+         "--batch-size", "32", "--precise-bn-batches", "2", "--data-dir", subset_array_record_dir,
          "--offline", "--no-progress", "--workdir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -163,11 +163,11 @@ def small_filesystem(tmp_path):
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
-def _disk_full_train(workdir, subset_dir, *flags):
+def _disk_full_train(workdir, data_dir, *flags):
     # A process: a failed orbax save must print nothing more up to the exit.
     return run(["mobilenet_jax.train", "--alpha", "0.1", "--batch-size", "32", "--split",
                 "train[:10%]", "--epochs", "5", "--precise-bn-batches", "2", "--data-dir",
-                subset_dir, "--offline", "--no-progress", "--workdir", str(workdir), *flags],
+                data_dir, "--offline", "--no-progress", "--workdir", str(workdir), *flags],
                workdir.parent, process=True)
 
 
@@ -179,29 +179,30 @@ def _assert_checkpoints_left(checkpoints, count):
         assert ckpt_lib.verify(left[0]) and (checkpoints / "latest").resolve() == left[0]
 
 
-def test_disk_full_at_the_first_save_is_one_line(subset_dir, small_filesystem):
+def test_disk_full_at_the_first_save_is_one_line(subset_array_record_dir, small_filesystem):
     """A workdir on a filesystem too small for one checkpoint: exit 2 with one line, nothing
     half-written left."""
     workdir = small_filesystem("200k") / "run"
-    assert_one_line_error(_disk_full_train(workdir, subset_dir), "disk is full")
+    assert_one_line_error(_disk_full_train(workdir, subset_array_record_dir), "disk is full")
     _assert_checkpoints_left(workdir / "checkpoints", 0)
 
 
-def test_disk_full_at_a_later_save_keeps_the_last_checkpoint(subset_dir, small_filesystem):
+def test_disk_full_at_a_later_save_keeps_the_last_checkpoint(subset_array_record_dir,
+                                                             small_filesystem):
     """The filesystem fills up at the second save: exit 2 with one line, the first checkpoint
     intact and `latest`, nothing half-written. The first checkpoint is written with room to
     spare (a save's transient peak varies), then the filesystem is shrunk to less free space
     than a checkpoint takes (~1 MB at alpha 0.1) and the run resumed."""
     fs = small_filesystem("20m")
     workdir = fs / "run"
-    first = _disk_full_train(workdir, subset_dir, "--max-steps", "8")
+    first = _disk_full_train(workdir, subset_array_record_dir, "--max-steps", "8")
     assert first.returncode == 0, first.stderr[-2000:]
     stat = os.statvfs(fs)
     used_kib = (stat.f_blocks - stat.f_bfree) * stat.f_frsize // 1024
     remount = subprocess.run(["mount", "-o", f"remount,size={used_kib + 300}k", str(fs)],
                              capture_output=True, text=True)
     assert remount.returncode == 0, remount.stderr
-    result = _disk_full_train(workdir, subset_dir)
+    result = _disk_full_train(workdir, subset_array_record_dir)
     assert_one_line_error(result, "disk is full")
     _assert_checkpoints_left(workdir / "checkpoints", 1)
 

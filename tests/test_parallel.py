@@ -1,5 +1,6 @@
 """One training path from 1 device to 8 devices to 2 processes: the same step up to the
-rounding of summation order, and checkpoints that move between device counts."""
+rounding of summation order, and checkpoints that move between device counts. The processes
+read the subset's ArrayRecord copy: the same records, without TensorFlow's start-up."""
 import importlib.util
 import json
 import os
@@ -31,14 +32,15 @@ EIGHT_DEVICES = xla_flags("--xla_force_host_platform_device_count=8")
 FRACTION = {"params": 0.1, "opt_state": 0.1, "batch_stats": 1e-3}
 
 
-def test_eight_devices_step_is_the_one_device_step_up_to_summation_order(subset_dir, tmp_path):
+def test_eight_devices_step_is_the_one_device_step_up_to_summation_order(subset_array_record_dir,
+                                                                          tmp_path):
     """Same state, same (augmented) batch: 8 devices differ from 1 device no more than
     summation order may, while per-device statistics, another augmentation or another batch
     differ far more (so the bound is not blind to a real difference)."""
     out = tmp_path / "compare.json"
     subprocess.run([sys.executable, str(COMPARE_STEPS),
                     "--alphas", "0.1", "--batches", "1", "--reorderings", "4",
-                    "--data-dir", subset_dir, "--json", str(out)],
+                    "--data-dir", subset_array_record_dir, "--json", str(out)],
                    check=True, capture_output=True, timeout=600)
     rows = json.loads(out.read_text())["rows"]
     assert [row["step"] for row in rows] == ["first", "second"]
@@ -54,10 +56,10 @@ def test_eight_devices_step_is_the_one_device_step_up_to_summation_order(subset_
             assert min(r["other_augmentation"], r["next_batch"]) > 3 * fraction, where
 
 
-def flags(subset_dir, workdir, max_steps):
+def flags(data_dir, workdir, max_steps):
     return ["--alpha", "0.1", "--batch-size", "32", "--split", "train[:10%]", "--epochs", "3",
             "--lr", "0.01", "--warmup-epochs", "0", "--schedule", "constant",
-            "--data-dir", subset_dir, "--offline", "--no-progress", "--workdir", str(workdir),
+            "--data-dir", data_dir, "--offline", "--no-progress", "--workdir", str(workdir),
             "--max-steps", str(max_steps), "--precise-bn-batches", "2"]
 
 
@@ -78,15 +80,15 @@ def finish(*procs, timeout=400):
             p.wait()
 
 
-def train_all(subset_dir, *runs):
+def train_all(data_dir, *runs):
     """Train each (workdir, max_steps, env) run: in a process of its own with `env` added to
     the environment, or with env None here (one device), while the processes run."""
-    procs = [train_cli(flags(subset_dir, workdir, steps), env)
+    procs = [train_cli(flags(data_dir, workdir, steps), env)
              for workdir, steps, env in runs if env is not None]
     try:
         for workdir, steps, env in runs:
             if env is None:
-                result = run(["mobilenet_jax.train", *flags(subset_dir, workdir, steps)],
+                result = run(["mobilenet_jax.train", *flags(data_dir, workdir, steps)],
                              workdir.parent)
                 assert result.returncode == 0, result.stderr[-3000:]
     finally:
@@ -106,18 +108,18 @@ def assert_same_step(a_dir, b_dir, start_dir=None):
         assert difference <= FRACTION[name], (name, difference)
 
 
-def test_checkpoints_move_between_device_counts(subset_dir, tmp_path):
+def test_checkpoints_move_between_device_counts(subset_array_record_dir, tmp_path):
     """A checkpoint written on 1 device resumes on 8 and one written on 8 resumes on 1, each
     taking the step that the device count that wrote it takes."""
     one, eight = tmp_path / "one", tmp_path / "eight"
-    train_all(subset_dir, (one, 1, None), (eight, 1, EIGHT_DEVICES))
+    train_all(subset_array_record_dir, (one, 1, None), (eight, 1, EIGHT_DEVICES))
     assert_same_step(eight / "checkpoints" / "1", one / "checkpoints" / "1")
     for written, same_env, other_env in ((one, None, EIGHT_DEVICES), (eight, EIGHT_DEVICES, None)):
         start = written.with_name(written.name + "_start")
         moved = written.with_name(written.name + "_moved")
         shutil.copytree(written, start, symlinks=True)
         shutil.copytree(written, moved, symlinks=True)
-        train_all(subset_dir, (written, 2, same_env), (moved, 2, other_env))
+        train_all(subset_array_record_dir, (written, 2, same_env), (moved, 2, other_env))
         assert_same_step(moved / "checkpoints" / "2", written / "checkpoints" / "2",
                          start / "checkpoints" / "1")
 
@@ -128,12 +130,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one(subset_dir, tmp_path):
+def test_two_processes_match_one(subset_array_record_dir, tmp_path):
     """Two processes joined by jax.distributed on 127.0.0.1 (gloo CPU collectives) take the
     first step one process takes."""
     single, multi = tmp_path / "single", tmp_path / "multi"
     port = free_port()
-    train_all(subset_dir, *[(multi, 1, {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-                                        "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)})
-                            for i in range(2)], (single, 1, None))
+    coordinator = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2"}
+    train_all(subset_array_record_dir,
+              *[(multi, 1, {**coordinator, "JAX_PROCESS_ID": str(i)}) for i in range(2)],
+              (single, 1, None))
     assert_same_step(multi / "checkpoints" / "1", single / "checkpoints" / "1")
