@@ -1,5 +1,6 @@
 """Own data: a folder of images, any TFDS image dataset, statistics from the training split,
 and fine-tuning from a checkpoint."""
+import importlib.util
 import json
 import os
 
@@ -174,25 +175,18 @@ def test_a_dataset_too_large_for_memory_is_refused_before_reading(monkeypatch):
     arrays.check_fits(1000, 32, "small")  # 3 MB: fine
 
 
-def write_colour_folder(root):
-    """The short-run case: 3 classes of noisy reds, greens and blues, 60 train / 20 test
-    images each, 20-60 px."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 60), ("test", 20)):
-        for name, colour in (("reds", (200, 40, 40)), ("greens", (40, 200, 40)),
-                             ("blues", (40, 40, 200))):
-            (root / split / name).mkdir(parents=True)
-            for i in range(count):
-                side = int(rng.integers(20, 61))
-                pixels = np.clip(np.array(colour) + rng.normal(0, 30, (side, side, 3)), 0, 255)
-                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f"{i}.png")
+# The short-run case of experiments/eval_statistics: 3 classes of noisy reds, greens and blues.
+_spec = importlib.util.spec_from_file_location(
+    "eval_statistics_measure", REPO / "experiments" / "eval_statistics" / "measure.py")
+eval_statistics_measure = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(eval_statistics_measure)
 
 
 def test_a_short_run_evaluates_as_it_trained(tmp_path):
     """30 steps with the defaults: the checkpoint's recomputed BatchNorm statistics evaluate
     the test split near perfectly, where the same weights with the running statistics (what
     evaluate ran before, measured at chance in experiments/eval_statistics) do not."""
-    write_colour_folder(tmp_path / "colours")
+    eval_statistics_measure.write_folder(tmp_path / "colours")
     loop.train(Config(image_folder=str(tmp_path / "colours"), width_multiplier=0.25, epochs=6,
                       batch_size=32, val_fraction=0, progress=False,
                       workdir=str(tmp_path / "run")), num_classes_from_data=True)

@@ -56,19 +56,15 @@ def load(name: str, split: str, data_dir: Optional[str] = None, offline: bool = 
     except (KeyError, ValueError):  # no split metadata (tfds's mock data): nothing to check
         count = 0
     check_fits(count, side, f"{name!r} split {split!r}")
-    if random_access:
-        pairs = list(_examples(source, image_key, label_key))
-        images = (np.stack([image if fixed else square_image(image, size) for image, _ in pairs])
-                  if pairs else np.zeros((0, side, side, 3)))
-        labels = np.array([label for _, label in pairs])
-    elif fixed:  # read in large batches and concatenate
+    if fixed and not random_access:  # read in large batches and concatenate
         pairs = dataset.map(lambda ex: (ex[image_key], ex[label_key]))
         chunks = list(tfds.as_numpy(pairs.batch(8192)))
         images = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros((0, side, side, 3))
         labels = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros((0,))
-    else:
-        pairs = dataset.map(lambda ex: (ex[image_key], ex[label_key]))
-        read = [(square_image(image, size), label) for image, label in tfds.as_numpy(pairs)]
+    else:  # one by one, images of other sizes made square as they are read
+        pairs = (_examples(source, image_key, label_key) if random_access else
+                 tfds.as_numpy(dataset.map(lambda ex: (ex[image_key], ex[label_key]))))
+        read = [(image if fixed else square_image(image, size), label) for image, label in pairs]
         images = np.stack([r[0] for r in read]) if read else np.zeros((0, side, side, 3))
         labels = np.array([r[1] for r in read])
     if images.shape[-1] == 1:
