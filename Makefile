@@ -28,10 +28,13 @@ benchmark: $(STAMP)
 # pip-compile (pip's resolver) for the venv's Python and platform: Python 3.11 on Linux x86-64,
 # as CI. (uv pip compile ignores upper bounds of Requires-Python and locked a release that
 # 3.11 cannot install.)
+# `make lock` moves every pin to the newest release setup.cfg's ranges allow; `make lock
+# LOCK_UPGRADE=` only adds what a new dependency in setup.cfg needs and keeps the other pins.
+LOCK_UPGRADE ?= --upgrade
 lock:  ## re-resolve requirements.lock: the newest versions setup.cfg's ranges allow
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q pip-tools
-	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --upgrade --extra test \
+	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet $(LOCK_UPGRADE) --extra test \
 	    --extra export --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
 	    --output-file requirements.lock setup.cfg
 

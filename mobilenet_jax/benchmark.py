@@ -2,6 +2,7 @@
 
     python -m mobilenet_jax.benchmark --alphas 0.1,0.25,1.0 --kernels reference,cpu
     python -m mobilenet_jax.benchmark --smoke --json /tmp/bench.json
+    python -m mobilenet_jax.benchmark --mode data --image-folder PATH --resolution 224
 
 Times the train step that `train` runs, the inference forward pass (what other frameworks'
 benchmarks time) and the eval step, on synthetic uint8 32x32 batches
@@ -9,7 +10,8 @@ benchmarks time) and the eval step, on synthetic uint8 32x32 batches
 matmul peak, and the input pipeline's share of the step. Beside the clock, from getrusage
 over the timed steps: cores busy, page faults and context switches per step (JSON only).
 Timing: warm-up steps, then at least 20 steps and 4 s (at most 30 s), median step time
-(benchmarks/timing.py).
+(benchmarks/timing.py). `--mode data`: the streaming input path alone, images/s by worker
+count, against a bare decode-crop-resize loop over the same files (benchmarks/data_pipeline.py).
 """
 import argparse
 import json
@@ -18,12 +20,14 @@ import sys
 import jax
 
 from mobilenet_jax import cli, process
+from mobilenet_jax.benchmarks.data_pipeline import bench_data, format_data_table
 from mobilenet_jax.benchmarks.loop_overhead import bench_loop, format_loop_table
 from mobilenet_jax.benchmarks.throughput import (SMOKE, bench_infer, bench_train,
                                                  forward_mult_adds, format_table)
 from mobilenet_jax.benchmarks.timing import (MAX_TIME_S, MIN_STEPS, MIN_TIME_S, WARMUP,
                                              machine_info, matmul_peak)
 from mobilenet_jax.config import Config
+from mobilenet_jax.data.arrays import DataError
 from mobilenet_jax.models.memory import estimated_step_bytes
 from mobilenet_jax.models.spec import KERNEL_CHOICES, resolve_kernels
 
@@ -55,10 +59,17 @@ def main(argv=None):
                         help="inference batch (default 1024)")
     parser.add_argument("--kernels", default="auto",
                         help=f"kernel policies, comma list of {KERNEL_CHOICES} (default auto)")
-    parser.add_argument("--mode", default="both", choices=("train", "infer", "both", "loop"),
-                        help="train step, inference, both, or loop: the training loop's time "
+    parser.add_argument("--mode", default="both",
+                        choices=("train", "infer", "both", "loop", "data"),
+                        help="train step, inference, both, loop: the training loop's time "
                              "per step against the bare step's, input on and off "
-                             "(benchmarks/loop_overhead.py)")
+                             "(benchmarks/loop_overhead.py), or data: the streaming input path "
+                             "alone, on --image-folder's training split")
+    parser.add_argument("--image-folder", help="data mode: an image folder (PATH/train/<class>/*)")
+    parser.add_argument("--data-workers", default="0,1,2",
+                        help="data mode: worker counts, comma list (0: threads; default 0,1,2)")
+    parser.add_argument("--images", type=int, default=2000,
+                        help="data mode: images timed per row (default 2000)")
     parser.add_argument("--steps", type=int, default=MIN_STEPS,
                         help=f"minimum timed steps (default {MIN_STEPS}; also >= --min-time)")
     parser.add_argument("--min-time", type=float, default=MIN_TIME_S,
@@ -78,6 +89,8 @@ def main(argv=None):
                         help="write all results to this JSON file (rewritten after each row)")
     cli.add_compile_cache_flag(parser, default="off")  # off: the compile column is XLA's time
     args = parser.parse_args(argv)
+    if args.mode == "data":
+        return data_mode(args, argv)
 
     policies = parse_list(args.kernels, str, "kernels")
     for policy in policies:
@@ -169,6 +182,26 @@ def main(argv=None):
     if not args.compile_only:
         print()
         print(table(records))
+    return result
+
+
+def data_mode(args, argv) -> dict:
+    if not args.image_folder:
+        cli.fail("--mode data times an image folder: pass --image-folder PATH")
+    workers = parse_list(args.data_workers, int, "data-workers")
+    batch = parse_list(args.batch_size, int, "batch-size")[0]
+    if min(workers) < 0 or batch < 1 or args.images < 1:
+        cli.fail("--data-workers must be >= 0, --batch-size and --images >= 1")
+    try:
+        rows = bench_data(args.image_folder, args.resolution, batch, workers, args.images)
+    except (ValueError, DataError) as e:
+        cli.fail(str(e))
+    result = {"machine": machine_info(), "results": rows,
+              "settings": {"command": " ".join(["python -m mobilenet_jax.benchmark",
+                                                *(sys.argv[1:] if argv is None else argv)])}}
+    print(format_data_table(rows))
+    if args.json:
+        write_json(result, args.json)
     return result
 
 

@@ -17,12 +17,13 @@ CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
+INPUTS = ("auto", "memory", "stream")
 REFERENCE_BATCH_SIZE = 128  # `lr` is the learning rate at this global batch size
 # Configs written before `kernels` stored `depthwise`: its values -> the kernel policy.
 LEGACY_DEPTHWISE = {"xla": "reference", "slices": "cpu", "vjp": "cpu", "auto": "auto"}
 # Fields added later, with the values that configs written before them were trained with.
 LEGACY_DEFAULTS = {"ema_decay": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0,
-                   "precise_bn_batches": 0}
+                   "precise_bn_batches": 0, "random_resized_crops": False}
 
 
 def field(default, help, choices=None, flags=None, from_data=False):
@@ -62,8 +63,18 @@ class Config:
     val_fraction: float = field(0.1, "fraction of the training split held out for validation "
                                 "(fixed by the seed); 0 disables validation")
     resolution: int = field(32, "input resolution NxN (the paper's resolution multiplier is N/32)")
-    augment: bool = field(True, "random crop (4-pixel padding) and horizontal flip in training")
+    input: str = field("auto", "memory: read the data into memory (fastest, for what fits); "
+                       "stream: read it image by image as batches need it (TFDS datasets "
+                       "prepared as ArrayRecord, image folders); auto: memory unless the data "
+                       "would take more than half of it", INPUTS)
+    data_workers: int = field(0, "processes that make streamed training batches (0: threads of the "
+                              "training process)")
+    augment: bool = field(True, "random crop (4-pixel padding) and horizontal flip in training; "
+                          "streamed images of varied sizes: random-resized crops instead")
     class_names: tuple = field((), "the dataset's class names, by label", from_data=True)
+    random_resized_crops: bool = field(False, "training crops are Inception-style random-"
+                                       "resized crops of the full images, taken as they are "
+                                       "streamed", from_data=True)
     image_size: int = field(32, "side of the stored training images (images of other sizes "
                             "are centre-cropped and resized to it)", from_data=True)
     mean: tuple = field(CIFAR100_MEAN, "per-channel mean of the training images (pixels in "
@@ -149,14 +160,15 @@ class Config:
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         for name in ("lr", "warmup_epochs", "momentum", "weight_decay", "backbone_lr_scale",
-                     "mixup_alpha", "cutmix_alpha", "precise_bn_batches"):
+                     "mixup_alpha", "cutmix_alpha", "precise_bn_batches", "data_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
     # Fields that may differ when a run is resumed: they steer the run, not what it computes.
     # Run control applies to the invocation that passes it (else the default); where the
     # run and its data live is kept from the stored config unless passed again.
-    RUN_CONTROL = ("checkpoint_every", "keep", "max_steps", "progress", "distributed", "kernels")
+    RUN_CONTROL = ("checkpoint_every", "keep", "max_steps", "progress", "distributed", "kernels",
+                   "input", "data_workers")
     LOCATIONS = ("workdir", "data_dir", "offline", "image_folder")
 
     def replace(self, **changes) -> "Config":

@@ -24,7 +24,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=1000, help="default: 1000")
     parser.add_argument("--per-class", action="store_true", help="print per-class accuracy")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    cli.add_config_flags(parser, names=("data_dir", "offline") + MODEL_FLAGS, all_optional=True)
+    cli.add_config_flags(parser, names=("data_dir", "offline", "input") + MODEL_FLAGS, all_optional=True)
     cli.add_compile_cache_flag(parser)
     args = parser.parse_args(argv)
     overrides = cli.given_flags(args, MODEL_FLAGS)
@@ -37,7 +37,7 @@ def main(argv=None):
         process.keep_freed_memory(estimated_step_bytes(
             checkpoint_config(step_dir, overrides), args.batch_size, train=False))
         result = evaluate(step_dir, args.split, args.data_dir, bool(args.offline),
-                          args.batch_size, overrides)
+                          args.batch_size, overrides, args.input)
     except (ValueError, DataError, ckpt_lib.CheckpointError) as e:
         cli.fail(str(e))
     print(f"{result['checkpoint']} (step {result['step']}), split {result['split']}: "

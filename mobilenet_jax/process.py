@@ -1,6 +1,6 @@
 """Process-wide settings, made only by the command entry points (never by importing or calling
 the library): the allocator, the compilation cache, quiet third-party start-up and failure
-logs, stop signals.
+logs, stop signals, absl's flags.
 
 Allocator: XLA:CPU allocates a step's temporary buffer (tens to hundreds of MB) afresh for
 every call and frees it after. glibc serves blocks that large with mmap and returns them with
@@ -57,11 +57,21 @@ def quiet_library_logs() -> None:
     sys.unraisablehook = hook
 
 
+def absl_flags_parsed() -> None:
+    """grain's worker processes read an absl flag, which raises unless the process parsed its
+    absl flags (grain 0.2.18, google/grain#1355); the commands parse their own with argparse,
+    so absl's keep their defaults."""
+    from absl import flags
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
 def start_command() -> None:
     """What every command's `main` does first (the library imports TensorFlow only when it
     reads a TFDS dataset or converts a model, later)."""
     quiet_tensorflow()
     quiet_library_logs()
+    absl_flags_parsed()
 
 
 def default_compile_cache() -> pathlib.Path:

@@ -101,7 +101,7 @@ def test_resume_falls_back_past_a_corrupt_newest_checkpoint(subset_dir, tmp_path
     assert "12 is corrupt" in out and "moved it to 12.corrupt" in out
     assert "resuming" in out and "from step 8" in out
     assert (b / "checkpoints" / "12.corrupt").is_dir()
-    (sa, pa), (sb, pb) = restored(a, 16), restored(b, 16)
+    (sa, _), (sb, _) = restored(a, 16), restored(b, 16)
     for x, y in zip(jax.tree.leaves((sa.params, sa.batch_stats, sa.opt_state)),
                     jax.tree.leaves((sb.params, sb.batch_stats, sb.opt_state))):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -14,7 +14,6 @@ On a GPU these layers are memory-bound; on the CPU it shows the same distance.
 """
 import argparse
 import json
-import time
 
 import jax
 import jax.numpy as jnp

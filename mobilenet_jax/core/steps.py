@@ -121,7 +121,7 @@ def float32_input(images_uint8, config: Config) -> np.ndarray:
 def train_inputs(batch: dict, rng: jax.Array, config: Config):
     """The network's input and targets of a training batch: augmented, standardised, mixed."""
     images = batch["image"]
-    if config.augment:
+    if config.augment and not config.random_resized_crops:  # those were cropped on the host
         images = augment.augment(images, rng)
     images = normalize(images, config)
     targets = jax.nn.one_hot(batch["label"], config.num_classes)

@@ -23,20 +23,50 @@ class Split:
     def __len__(self):
         return len(self.labels)
 
+    @property
+    def side(self) -> int:
+        return self.images.shape[1]
+
     def take(self, indices) -> "Split":
         return Split(self.images[indices], self.labels[indices], self.class_names)
+
+    def images_at(self, positions) -> np.ndarray:
+        return self.images[positions]
+
+    def channel_statistics(self) -> tuple[tuple, tuple]:
+        return channel_statistics(self.images)
+
+    def train_batches(self, batch_size: int, seed: int, epoch: int, start: int = 0,
+                      process_index: int = 0, process_count: int = 1,
+                      random_crops: bool = False) -> Iterator[dict]:
+        if random_crops:
+            raise ValueError("random-resized crops need the full images: a split held in "
+                             "memory holds their centre squares (stream it: --input stream)")
+        return train_batches(self, batch_size, seed, epoch, start, process_index, process_count)
+
+    def eval_batches(self, batch_size: int, process_index: int = 0,
+                     process_count: int = 1) -> Iterator[dict]:
+        return eval_batches(self, batch_size, process_index, process_count)
+
+
+def too_large(count: int, side: int, what: str) -> Optional[str]:
+    """Why a dataset would not fit comfortably in memory as uint8 arrays (more than half of
+    the memory available), or None when it does."""
+    needed = count * side * side * 3
+    available = _available_memory()
+    if available and needed > available / 2:
+        return (f"{what} holds {count} images: {needed / 2**30:.1f} GiB as {side}x{side} uint8 "
+                f"arrays, more than half of the {available / 2**30:.1f} GiB of memory available")
+    return None
 
 
 def check_fits(count: int, side: int, what: str) -> None:
     """Stop, with a line saying what to do, before a dataset that would not fit comfortably
-    in memory as uint8 arrays (more than half of the memory available) is read."""
-    needed = count * side * side * 3
-    available = _available_memory()
-    if available and needed > available / 2:
-        raise DataError(f"{what} holds {count} images: {needed / 2**30:.1f} GiB as {side}x{side} "
-                        f"uint8 arrays, more than half of the {available / 2**30:.1f} GiB of "
-                        "memory available; train on part of it (e.g. --split 'train[:50%]'), "
-                        "at a lower --resolution, or on a machine with more memory")
+    in memory is read into it."""
+    reason = too_large(count, side, what)
+    if reason:
+        raise DataError(f"{reason}; stream it (--input stream or auto), train on part of it "
+                        "(e.g. --split 'train[:50%]'), or at a lower --resolution")
 
 
 def _available_memory() -> Optional[int]:

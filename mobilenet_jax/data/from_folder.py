@@ -1,8 +1,9 @@
 """A folder of image files as a dataset: PATH/train/<class>/* and PATH/test/<class>/*.
 
-Class names are the train folder's subfolder names, sorted (label i is the i-th). Every image
-becomes a uint8 square of the run's resolution (images.py); files that cannot be read are
-named in one line and left out.
+Class names are the train folder's subfolder names, sorted (label i is the i-th). Held in
+memory, every image becomes a uint8 square of the run's resolution (images.py), and files that
+cannot be read are named in one line and left out; streamed, each file is read when a batch
+needs it (streaming.py).
 """
 import pathlib
 from typing import Callable, Optional
@@ -10,7 +11,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from mobilenet_jax.data import images as imagefiles
-from mobilenet_jax.data.arrays import DataError, Split, check_fits
+from mobilenet_jax.data import streaming
+from mobilenet_jax.data.arrays import DataError, Split, check_fits, too_large
 
 SPLITS = ("train", "test")
 LAYOUT = "PATH/train/<class>/<images> and PATH/test/<class>/<images> (PNG or JPEG)"
@@ -31,9 +33,11 @@ def class_folders(root: pathlib.Path, split: str) -> dict:
 
 
 def load(root, split: str, size: int, class_names: Optional[tuple] = None,
-         say: Callable[[str], None] = print) -> Split:
-    """One split as uint8 (N, size, size, 3) images. `class_names` (the training split's, for
-    the test split) fixes the labels; by default they are this split's folder names."""
+         say: Callable[[str], None] = print, input: str = "memory",
+         workers: int = 0) -> Split | streaming.StreamedSplit:
+    """One split as uint8 (N, size, size, 3) images, held in memory or streamed as `input`
+    says (streaming.chooses_streaming). `class_names` (the training split's, for the test
+    split) fixes the labels; by default they are this split's folder names."""
     root = pathlib.Path(root)
     folders = class_folders(root, split)
     names = tuple(class_names) if class_names else tuple(folders)
@@ -51,6 +55,9 @@ def load(root, split: str, size: int, class_names: Optional[tuple] = None,
                             "some or remove the folder")
         files += found
         labels += [label] * len(found)
+    if streaming.chooses_streaming(input, too_large(len(files), size, f"{root / split}"), say):
+        return streaming.StreamedSplit(streaming.FolderRecords(files, labels),
+                                       np.arange(len(files)), size, False, names, workers)
     check_fits(len(files), size, f"{root / split}")
     images, kept, unreadable = [], [], []
     for path, label in zip(files, labels):

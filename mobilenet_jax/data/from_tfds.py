@@ -1,16 +1,18 @@
-"""TFDS image classification datasets read into memory (`arrays.Split`).
+"""TFDS image classification datasets, read into memory (`arrays.Split`) or streamed.
 
-The data is read once, into uint8 numpy arrays (CIFAR-100 is ~180 MB; larger datasets are
-refused before they are read, `arrays.check_fits`): a dataset prepared as ArrayRecord through
-`tfds.data_source` (random access, without TensorFlow), one prepared as TFRecord (or not yet
-downloaded) through `tfds.load`, i.e. TensorFlow.
+A dataset prepared as ArrayRecord is read through `tfds.data_source` (random access, without
+TensorFlow): into memory, or streamed record by record (streaming.py) when `input` says so.
+One prepared as TFRecord (or not yet downloaded) is read into memory through `tfds.load`,
+i.e. TensorFlow. Held in memory, the data is uint8 numpy arrays (CIFAR-100 is ~180 MB);
+what would not fit is refused before it is read (`arrays.check_fits`).
 """
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
-from mobilenet_jax.data.arrays import DataError, Split, check_fits
+from mobilenet_jax.data import streaming
+from mobilenet_jax.data.arrays import DataError, Split, check_fits, too_large
 from mobilenet_jax.data.images import square_image
 from mobilenet_jax.errors import short_reason
 
@@ -21,10 +23,12 @@ def resolve_data_dir(data_dir: Optional[str]) -> str:
 
 
 def load(name: str, split: str, data_dir: Optional[str] = None, offline: bool = False,
-         size: int = 32) -> Split:
-    """Read a TFDS image classification split into memory (downloading it on first use unless
-    `offline`). Images of a fixed square size are kept as they are; others become squares of
-    side `size` (images.square_image); grayscale becomes RGB."""
+         size: int = 32, input: str = "memory", workers: int = 0,
+         say: Callable[[str], None] = print) -> Split | streaming.StreamedSplit:
+    """A TFDS image classification split (downloaded on first use unless `offline`), held in
+    memory or streamed as `input` says (streaming.chooses_streaming; only a dataset prepared
+    as ArrayRecord streams). Images of a fixed square size are kept as they are; others
+    become squares of side `size` (images.square_image); grayscale becomes RGB."""
     import tensorflow_datasets as tfds  # imported here: only reading a TFDS dataset needs it
 
     where = resolve_data_dir(data_dir)
@@ -55,6 +59,15 @@ def load(name: str, split: str, data_dir: Optional[str] = None, offline: bool = 
         count = info.splits[split].num_examples
     except (KeyError, ValueError):  # no split metadata (tfds's mock data): nothing to check
         count = 0
+    reason = too_large(count, side, f"{name!r} split {split!r}")
+    if random_access and streaming.chooses_streaming(input, reason, say):
+        return streaming.StreamedSplit(
+            streaming.TfdsRecords(source, image_key, label_key), np.arange(len(source)), side,
+            fixed, tuple(info.features[label_key].names), workers)
+    if input == "stream" and not random_access:
+        raise DataError(f"{name!r} in {where} is not prepared as ArrayRecord, which streaming "
+                        f"reads; prepare it so (tfds build {name} --file_format=array_record, "
+                        "or tfds convert_format for a prepared copy) or drop --input stream")
     check_fits(count, side, f"{name!r} split {split!r}")
     if fixed and not random_access:  # read in large batches and concatenate
         pairs = dataset.map(lambda ex: (ex[image_key], ex[label_key]))

@@ -58,3 +58,44 @@ def square_image(image: np.ndarray, size: int) -> np.ndarray:
     if square.shape[0] == size:
         return np.ascontiguousarray(square)
     return np.asarray(Image.fromarray(square).resize((size, size), Image.BILINEAR))
+
+
+# Inception-style training crops (Szegedy et al. 2015), as in the Flax ImageNet example and
+# big_vision: a box of 8-100 % of the image's area with aspect ratio 3/4 to 4/3.
+CROP_AREA = (0.08, 1.0)
+CROP_ASPECT = (3 / 4, 4 / 3)
+CROP_ATTEMPTS = 10
+
+
+def random_crop_box(height: int, width: int, rng: np.random.Generator) -> tuple:
+    """(top, left, crop height, crop width) of a random-resized crop: up to CROP_ATTEMPTS
+    draws of area and (log-uniform) aspect, the first box that fits the image; else the
+    centre box of the image with its aspect clamped to CROP_ASPECT."""
+    log_aspect = (np.log(CROP_ASPECT[0]), np.log(CROP_ASPECT[1]))
+    for _ in range(CROP_ATTEMPTS):
+        area = height * width * rng.uniform(*CROP_AREA)
+        aspect = np.exp(rng.uniform(*log_aspect))
+        crop_w, crop_h = int(round(np.sqrt(area * aspect))), int(round(np.sqrt(area / aspect)))
+        if 0 < crop_w <= width and 0 < crop_h <= height:
+            return (int(rng.integers(0, height - crop_h + 1)),
+                    int(rng.integers(0, width - crop_w + 1)), crop_h, crop_w)
+    crop_h, crop_w = height, width
+    if width / height < CROP_ASPECT[0]:
+        crop_h = int(round(width / CROP_ASPECT[0]))
+    elif width / height > CROP_ASPECT[1]:
+        crop_w = int(round(height * CROP_ASPECT[1]))
+    return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
+
+
+def random_resized_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (H, W, 3 or 1) -> uint8 RGB (size, size, 3): a random-resized crop
+    (`random_crop_box`), resized as `square_image` resizes, flipped left-right with
+    probability 1/2."""
+    from PIL import Image
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    top, left, h, w = random_crop_box(image.shape[0], image.shape[1], rng)
+    crop = np.ascontiguousarray(image[top:top + h, left:left + w])
+    if (h, w) != (size, size):
+        crop = np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR))
+    return np.ascontiguousarray(crop[:, ::-1]) if rng.random() < 0.5 else crop

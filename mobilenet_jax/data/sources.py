@@ -1,14 +1,19 @@
 """The split of a run's data, from wherever the run's Config says it lives."""
-from typing import Optional
+from typing import Callable, Optional
 
 from mobilenet_jax.data import from_folder, from_tfds
 from mobilenet_jax.data.arrays import Split
+from mobilenet_jax.data.streaming import StreamedSplit
 
 
-def load_split(config, split: str, data_dir: Optional[str] = None, offline: bool = False) -> Split:
-    """A split of the run's data: its image folder, or its TFDS dataset."""
+def load_split(config, split: str, data_dir: Optional[str] = None, offline: bool = False,
+               say: Callable[[str], None] = print) -> Split | StreamedSplit:
+    """A split of the run's data, its image folder or its TFDS dataset, held in memory or
+    streamed as config.input says."""
     if config.image_folder:
         return from_folder.load(config.image_folder, split, config.resolution,
-                                config.class_names if split != "train" else None)
+                                config.class_names if split != "train" else None, say,
+                                config.input, config.data_workers)
     return from_tfds.load(config.dataset, split, data_dir or config.data_dir,
-                          offline or config.offline, config.resolution)
+                          offline or config.offline, config.resolution, config.input,
+                          config.data_workers, say)

@@ -30,7 +30,7 @@ def calibration_images(config: Config, count: int, data_dir, offline: bool) -> l
     standardised as the network's inputs, one (1, H, W, 3) array each."""
     train = sources.load_split(config, config.split, data_dir, offline)
     chosen = np.random.default_rng([config.seed, 0xCA1]).permutation(len(train))[:count]
-    images = steps.float32_input(train.images[np.sort(chosen)], config)
+    images = steps.float32_input(train.images_at(np.sort(chosen)), config)
     return [images[i:i + 1] for i in range(len(images))]
 
 
@@ -63,7 +63,7 @@ def median_ms(fn, runs: int = LATENCY_RUNS) -> float:
 
 def parity(model: CheckpointModel, runners: dict, test: Split, config: Config) -> dict:
     """Each exported model against the checkpoint in JAX, on the test images."""
-    images = steps.float32_input(test.images, config)
+    images = steps.float32_input(test.images_at(np.arange(len(test))), config)
     reference = model(images)
     top1 = reference.argmax(-1)
     one = images[:1]

@@ -9,16 +9,16 @@ from mobilenet_jax.core.metrics import add_sums
 from mobilenet_jax.core.parallel import Devices, run_ahead
 from mobilenet_jax.data import arrays, sources
 from mobilenet_jax.data.prefetch import prefetch
+from mobilenet_jax.data.streaming import StreamedSplit
 
 
-def evaluate_split(state, split: arrays.Split, batch_size: int, devices: Devices, step_fn,
+def evaluate_split(state, split: arrays.Split | StreamedSplit, batch_size: int, devices: Devices, step_fn,
                    num_classes: int = 0) -> dict:
     """`step_fn` (a jitted `steps.eval_step`) over the split: its summed metrics, and with
     `num_classes`, also "per_class_correct" and "per_class_count" arrays. The results are read
     once all batches are dispatched (the device never waits for the host)."""
     outputs = []
-    batches = arrays.eval_batches(split, batch_size, devices.process_index,
-                                  devices.process_count)
+    batches = split.eval_batches(batch_size, devices.process_index, devices.process_count)
     ahead = run_ahead(jax.default_backend())
     for batch in prefetch(batches, devices.global_batch, ahead["prefetch"]):
         metrics, correct = step_fn(state, batch)
@@ -37,10 +37,12 @@ def evaluate_split(state, split: arrays.Split, batch_size: int, devices: Devices
 
 
 def evaluate(step_dir, split: str = "test", data_dir=None, offline: bool = False,
-             batch_size: int = 1000, overrides: Optional[dict] = None) -> dict:
-    """The checkpoint in `step_dir` on a split of its run's data: a JSON-ready report."""
+             batch_size: int = 1000, overrides: Optional[dict] = None,
+             input: Optional[str] = None) -> dict:
+    """The checkpoint in `step_dir` on a split of its run's data (held in memory or streamed
+    as `input`, by default its run's config, says): a JSON-ready report."""
     model = restore.restore(step_dir, overrides)
-    config = model.config
+    config = model.config.replace(input=input or model.config.input)
     batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
     dataset = sources.load_split(config, split, data_dir, offline)
     step_fn = steps.build(config).jit_steps(model.devices).eval

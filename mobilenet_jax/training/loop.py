@@ -19,6 +19,7 @@ from mobilenet_jax.core import parallel, steps
 from mobilenet_jax.core.metrics import summarize_metrics
 from mobilenet_jax.data import arrays, sources
 from mobilenet_jax.data.prefetch import prefetch
+from mobilenet_jax.data.streaming import StreamedSplit
 from mobilenet_jax.evaluators.classification import evaluate_split
 from mobilenet_jax.training import curves, finetune, precise_bn
 from mobilenet_jax.training.metrics_log import MetricsLog
@@ -69,15 +70,19 @@ def train(config: Config, num_classes_from_data: bool = False,
     resuming = (workdir / "checkpoints" / ckpt_lib.LATEST).exists()
     if config.init_from and not resuming:  # a source that cannot be fine-tuned fails first
         finetune.checkpoint_to_start_from(config)
-    train_split = sources.load_split(config, config.split)
+    # a run trained on crops of the full images needs them again
+    train_split = sources.load_split(
+        config.replace(input="stream") if config.random_resized_crops else config, config.split)
     config = with_class_names(config, train_split.class_names, num_classes_from_data)
     train_split, val_split = arrays.split_validation(train_split, config.val_fraction, config.seed)
     if resuming and (workdir / "config.json").exists():  # fed as the run was fed so far
         stored = load_json(workdir / "config.json")
         config = config.replace(**{name: getattr(stored, name) for name in DATA_FACTS})
     else:  # what this and later commands need to feed the network, read from the data once
-        mean, std = arrays.channel_statistics(train_split.images)
-        config = config.replace(image_size=train_split.images.shape[1], mean=mean, std=std)
+        mean, std = train_split.channel_statistics()
+        config = config.replace(image_size=train_split.side, mean=mean, std=std,
+                                random_resized_crops=config.augment and isinstance(
+                                    train_split, StreamedSplit) and not train_split.fixed_size)
     steps_per_epoch = len(train_split) // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"the training split has {len(train_split)} examples, fewer than one "
@@ -147,8 +152,9 @@ def train(config: Config, num_classes_from_data: bool = False,
                 loss=f"{sums['loss'] / sums['count']:.3f}",
                 top1=f"{sums['top1'] / sums['count']:.3f}",
                 img_s=f"{metrics.images_per_s():.0f}", refresh=False)
-            batches = arrays.train_batches(train_split, config.batch_size, config.seed, epoch,
-                                           offset, devices.process_index, devices.process_count)
+            batches = train_split.train_batches(config.batch_size, config.seed, epoch, offset,
+                                                devices.process_index, devices.process_count,
+                                                config.random_resized_crops)
             with contextlib.closing(prefetch(batches, devices.global_batch,
                                              ahead["prefetch"])) as on_devices:
                 state, step, stop = train_steps(state, on_devices, jitted.train, base_rng,

@@ -11,17 +11,18 @@ import jax.numpy as jnp
 from mobilenet_jax.config import Config
 from mobilenet_jax.core.parallel import Devices
 from mobilenet_jax.data import arrays
+from mobilenet_jax.data.streaming import StreamedSplit
 
 
-def recompute(state, split: arrays.Split, config: Config, devices: Devices,
+def recompute(state, split: arrays.Split | StreamedSplit, config: Config, devices: Devices,
               batch_statistics: Callable, base_rng: jax.Array, epoch: int):
     """The state with `precise_batch_stats` the mean of `batch_statistics` over
     config.precise_bn_batches training batches in `epoch`'s order (repeated where the split
     has fewer), each augmented by its own key: a function of the weights, the data, the seed
     and the epoch."""
     batches = itertools.chain.from_iterable(
-        arrays.train_batches(split, config.batch_size, config.seed, epoch, 0,
-                             devices.process_index, devices.process_count)
+        split.train_batches(config.batch_size, config.seed, epoch, 0, devices.process_index,
+                            devices.process_count, config.random_resized_crops)
         for _ in range(-(-config.precise_bn_batches // (len(split) // config.batch_size))))
     rng = jax.random.fold_in(jax.random.split(base_rng)[1], epoch)
     total, count = None, 0

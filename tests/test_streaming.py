@@ -1,0 +1,184 @@
+"""The streaming input path: the same batches as the in-memory one, random-resized crops on
+the host, exact resume, and `--input auto` choosing it for what does not fit."""
+import json
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run
+from mobilenet_jax import Config, process
+from mobilenet_jax.core.restore import restore
+from mobilenet_jax.data import arrays, from_folder, from_tfds, images, streaming
+from mobilenet_jax.training import loop
+
+
+class FixedDraws:
+    """A generator that returns the given draws in order (uniform, integers, random)."""
+
+    def __init__(self, *draws):
+        self.draws = list(draws)
+
+    def uniform(self, low, high):
+        return self.draws.pop(0)
+
+    def integers(self, low, high):
+        value = self.draws.pop(0)
+        assert low <= value < high
+        return value
+
+    def random(self):
+        return self.draws.pop(0)
+
+
+def test_random_crop_box_by_hand():
+    # 100x200 image: area fraction 0.5 -> 10000 px, log-aspect 0 -> 100x100, at (0, 42).
+    assert images.random_crop_box(100, 200, FixedDraws(0.5, 0.0, 0, 42)) == (0, 42, 100, 100)
+    # aspect exp(log 4/3): w = round(sqrt(10000 * 4/3)) = 115, h = round(sqrt(7500)) = 87.
+    box = images.random_crop_box(100, 200, FixedDraws(0.5, np.log(4 / 3), 13, 85))
+    assert box == (13, 85, 87, 115)
+    # a box larger than the image ten times: the centre box, aspect clamped to 4/3 (w = 133).
+    wide = FixedDraws(*[1.0, np.log(4 / 3)] * 10)
+    assert images.random_crop_box(100, 1000, wide) == (0, 433, 100, 133)
+    tall = FixedDraws(*[1.0, np.log(3 / 4)] * 10)
+    assert images.random_crop_box(1000, 60, tall) == (460, 0, 80, 60)
+
+
+def test_random_resized_crop_is_the_box_resized_and_flipped():
+    coords = np.stack(np.meshgrid(np.arange(60), np.arange(80), indexing="ij"), -1)
+    image = np.concatenate([coords, np.zeros((60, 80, 1), int)], -1).astype(np.uint8)
+    # area 900/4800 and aspect 1: a 30x30 box at (5, 11), no resize; then flipped (0.2 < 0.5).
+    out = images.random_resized_crop(image, 30, FixedDraws(900 / 4800, 0.0, 5, 11, 0.2))
+    np.testing.assert_array_equal(out, image[5:35, 11:41][:, ::-1])
+    out = images.random_resized_crop(image, 30, FixedDraws(900 / 4800, 0.0, 5, 11, 0.7))
+    np.testing.assert_array_equal(out, image[5:35, 11:41])
+    # a 60x60 box resized to 30: each output pixel averages a 2x2 block (bilinear, antialiased)
+    out = images.random_resized_crop(image, 30, FixedDraws(0.75, 0.0, 0, 20, 0.9))
+    np.testing.assert_allclose(out[..., 0], image[0:60:2, 20:80:2, 0] + 0.5, atol=0.51)
+    np.testing.assert_allclose(out[..., 1], image[0:60:2, 20:80:2, 1] + 0.5, atol=0.51)
+
+
+def write_varied_folder(root, per_class=(12, 4)):
+    """Two classes of PNG and JPEG images of varied sizes."""
+    rng = np.random.default_rng(0)
+    for split, count in zip(("train", "test"), per_class):
+        for c, colour in enumerate(((200, 30, 30), (30, 30, 200))):
+            directory = root / split / f"class{c}"
+            directory.mkdir(parents=True)
+            for i in range(count):
+                h, w = rng.integers(20, 70, 2)
+                pixels = (rng.random((h, w, 3)) * 50 + np.array(colour) * 0.8).astype(np.uint8)
+                Image.fromarray(pixels).save(directory / f"{i}.{('png', 'jpg')[i % 2]}")
+    return root
+
+
+def test_streamed_batches_are_the_in_memory_ones(tmp_path):
+    root = write_varied_folder(tmp_path / "images")
+    held = from_folder.load(root, "train", 24)
+    streamed = from_folder.load(root, "train", 24, input="stream")
+    assert isinstance(streamed, streaming.StreamedSplit) and len(streamed) == len(held) == 24
+    shares = []
+    for index in range(2):  # each process's share of every global batch, in epoch order
+        a = list(held.train_batches(8, 3, 1, 1, index, 2))
+        b = list(streamed.train_batches(8, 3, 1, 1, index, 2))
+        assert len(a) == len(b) == 2
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x["image"], y["image"])
+            np.testing.assert_array_equal(x["label"], y["label"])
+        shares.append(b)
+    for whole, first, second in zip(streamed.train_batches(8, 3, 1, 1), *shares, strict=True):
+        np.testing.assert_array_equal(whole["image"],  # two halves, disjoint, of one batch
+                                      np.concatenate([first["image"], second["image"]]))
+    for x, y in zip(held.eval_batches(10), streamed.eval_batches(10), strict=True):
+        for key in ("image", "label", "mask"):
+            np.testing.assert_array_equal(x[key], y[key])
+    assert streamed.channel_statistics() == held.channel_statistics()
+    sub = [3, 5, 20]
+    np.testing.assert_array_equal(streamed.take(sub).images_at([0, 2]), held.images_at([3, 20]))
+
+
+def test_random_crops_are_a_function_of_seed_epoch_and_record(tmp_path):
+    root = write_varied_folder(tmp_path / "images")
+    streamed = from_folder.load(root, "train", 16, input="stream")
+    epoch = list(streamed.train_batches(4, 0, 2, random_crops=True))
+    assert len(epoch) == 6 and epoch[0]["image"].shape == (4, 16, 16, 3)
+    resumed = list(streamed.train_batches(4, 0, 2, start=4, random_crops=True))
+    in_workers = streaming.StreamedSplit(**{**streamed.__dict__, "workers": 2})
+    process.absl_flags_parsed()  # what a command's entry point does for grain's workers
+    for a, b in zip(epoch[4:], resumed, strict=True):
+        np.testing.assert_array_equal(a["image"], b["image"])
+    for a, b in zip(epoch, in_workers.train_batches(4, 0, 2, random_crops=True), strict=True):
+        np.testing.assert_array_equal(a["image"], b["image"])
+    other_epoch = next(streamed.train_batches(4, 0, 3, random_crops=True))
+    assert not np.array_equal(epoch[0]["image"], other_epoch["image"])
+    with pytest.raises(ValueError, match="full images"):
+        next(from_folder.load(root, "train", 16).train_batches(4, 0, 0, random_crops=True))
+
+
+def test_the_subset_streams_as_array_records_and_trains_as_in_memory(subset_array_record_dir,
+                                                                     tmp_path):
+    """The same training run from memory and streamed: bit-identical parameters."""
+    results = {}
+    for input in ("memory", "stream"):
+        config = Config(width_multiplier=0.1, batch_size=32, split="train[:10%]", epochs=1,
+                        data_dir=subset_array_record_dir, offline=True, progress=False,
+                        precise_bn_batches=2, input=input, workdir=str(tmp_path / input))
+        loop.train(config)
+        results[input] = restore(tmp_path / input / "checkpoints" / "8").state
+    assert isinstance(from_tfds.load("cifar100", "test", subset_array_record_dir, True,
+                                     input="stream"), streaming.StreamedSplit)
+    for x, y in zip(jax.tree.leaves(results["memory"].params),
+                    jax.tree.leaves(results["stream"].params), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_auto_streams_what_does_not_fit_and_resumes_exactly(tmp_path, monkeypatch):
+    """A folder over the memory budget: `--input auto` streams it (one line), trains on
+    random-resized crops, and a run stopped and resumed ends bit-identical to a straight one;
+    evaluate and predict read it as training did."""
+    root = write_varied_folder(tmp_path / "images", per_class=(16, 4))
+    monkeypatch.setattr(arrays, "_available_memory", lambda: 40_000)  # 32 images: 110 KB
+    common = ["--image-folder", str(root), "--alpha", "0.1", "--resolution", "32",
+              "--epochs", "2", "--batch-size", "8", "--val-fraction", "0.25",
+              "--precise-bn-batches", "2", "--no-progress"]
+    result = run(["mobilenet_jax.train", *common, "--workdir", "straight"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("streaming it from disk instead") == 1, result.stdout
+    config = json.loads((tmp_path / "straight" / "config.json").read_text())
+    assert config["random_resized_crops"] is True and config["image_size"] == 32
+    assert run(["mobilenet_jax.train", *common, "--workdir", "resumed", "--max-steps", "4"],
+               tmp_path).returncode == 0
+    result = run(["mobilenet_jax.train", *common, "--workdir", "resumed", "--data-workers", "1"],
+                 tmp_path)
+    assert result.returncode == 0 and "resuming" in result.stdout, result.stderr[-2000:]
+    a = restore(tmp_path / "straight" / "checkpoints" / "6").state
+    b = restore(tmp_path / "resumed" / "checkpoints" / "6").state
+    for x, y in zip(jax.tree.leaves((a.params, a.precise_batch_stats)),
+                    jax.tree.leaves((b.params, b.precise_batch_stats)), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+    monkeypatch.undo()  # the memory evaluated from
+    for input in ("stream", "memory"):
+        result = run(["mobilenet_jax.evaluate", "--ckpt", "straight", "--input", input,
+                      "--json", f"{input}.json"], tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+    streamed, held = (json.loads((tmp_path / f).read_text()) for f in ("stream.json", "memory.json"))
+    assert streamed["examples"] == held["examples"] == 8
+    assert streamed["top1"] == held["top1"] and streamed["loss"] == held["loss"]
+    result = run(["mobilenet_jax.predict", "--ckpt", "straight",
+                  str(root / "test" / "class1" / "1.jpg")], tmp_path)
+    assert result.returncode == 0 and "1.jpg" in result.stdout, result.stderr[-2000:]
+
+
+def test_streaming_needs_array_record(subset_dir):
+    with pytest.raises(arrays.DataError, match="not prepared as ArrayRecord.*array_record"):
+        from_tfds.load("cifar100", "test", subset_dir, True, input="stream")
+
+
+def test_an_unreadable_file_met_while_streaming_is_named(tmp_path):
+    root = write_varied_folder(tmp_path / "images")
+    (root / "train" / "class0" / "3.jpg").write_bytes(b"not a jpeg")
+    streamed = from_folder.load(root, "train", 16, input="stream")
+    with pytest.raises(arrays.DataError, match=r"3\.jpg is not a readable .*remove or replace"):
+        list(streamed.train_batches(4, 0, 0, random_crops=True))
