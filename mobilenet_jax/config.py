@@ -16,7 +16,7 @@ CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
-SCHEDULES = ("cosine", "step", "constant")
+SCHEDULES = ("cosine", "step", "exponential", "constant")
 INPUTS = ("auto", "memory", "stream")
 REFERENCE_BATCH_SIZE = 128  # `lr` is the learning rate at this global batch size
 # Configs written before `kernels` stored `depthwise`: its values -> the kernel policy.
@@ -89,11 +89,17 @@ class Config:
     lr: float = field(0.1, f"peak learning rate at batch size {REFERENCE_BATCH_SIZE}; the rate "
                       f"used is lr * batch_size / {REFERENCE_BATCH_SIZE} (linear scaling rule)")
     schedule: str = field("cosine", "cosine: linear warm-up then cosine decay to 0; step: x0.1 at "
-                          "50%% and 75%% of training; constant", SCHEDULES)
+                          "50%% and 75%% of training; exponential: x--lr-decay-factor every "
+                          "--lr-decay-epochs epochs; constant", SCHEDULES)
+    lr_decay_factor: float = field(0.94, "the exponential schedule's factor")
+    lr_decay_epochs: float = field(2.5, "epochs between the exponential schedule's decays")
     warmup_epochs: float = field(5.0, "linear warm-up length in epochs")
     momentum: float = field(0.9, "momentum (sgd, rmsprop) or beta1 (adamw)")
     weight_decay: float = field(5e-4, "weight decay on conv and dense kernels (BatchNorm "
                                 "parameters and biases are not decayed)")
+    decay_depthwise: bool = field(True, "weight decay on the depthwise kernels too")
+    rmsprop_eps: float = field(1e-3, "rmsprop's epsilon (inside the square root, as "
+                               "TensorFlow's)")
     label_smoothing: float = field(0.1, "label smoothing of the cross-entropy loss")
     ema_decay: float = field(0.999, "decay of a moving average of the weights and BatchNorm "
                              "statistics that validation, evaluate, predict and export use "
@@ -157,10 +163,13 @@ class Config:
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"mean and std need 3 channels and std > 0, got {self.mean}, "
                              f"{self.std}")
+        if not 0 < self.lr_decay_factor <= 1:
+            raise ValueError(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor!r}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         for name in ("lr", "warmup_epochs", "momentum", "weight_decay", "backbone_lr_scale",
-                     "mixup_alpha", "cutmix_alpha", "precise_bn_batches", "data_workers"):
+                     "mixup_alpha", "cutmix_alpha", "precise_bn_batches", "data_workers",
+                     "lr_decay_epochs", "rmsprop_eps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -205,6 +214,19 @@ class Config:
 
     def scaled_lr(self) -> float:
         return self.lr * self.batch_size / REFERENCE_BATCH_SIZE
+
+
+# Named sets of flag values (`train --preset NAME`; flags given beside it win). "imagenet" is
+# the reference MobileNet v1 ImageNet training; experiments/imagenet/README.md cites each value.
+PRESETS = {
+    "imagenet": dict(
+        dataset="imagenet2012", num_classes=1000, resolution=224, input="stream",
+        optimizer="rmsprop", momentum=0.9, rmsprop_eps=1.0,
+        lr=0.09, batch_size=64,  # 0.045 at batch 64
+        schedule="exponential", lr_decay_factor=0.94, lr_decay_epochs=2.5, warmup_epochs=0.0,
+        weight_decay=4e-5, decay_depthwise=False, label_smoothing=0.0, dropout=0.001,
+        ema_decay=0.0, epochs=100, val_fraction=0.01),
+}
 
 
 # What a run reads from its data when it starts (and keeps): how to feed its network.

@@ -8,7 +8,7 @@ SIGTERM finishes the step in flight, checkpoints and exits. The loop is training
 import pathlib
 
 from mobilenet_jax import cli, process
-from mobilenet_jax.config import Config
+from mobilenet_jax.config import PRESETS, Config
 from mobilenet_jax.core import checkpoint as ckpt_lib
 from mobilenet_jax.core import parallel
 from mobilenet_jax.data.arrays import DataError
@@ -22,9 +22,13 @@ def main(argv=None):
     process.start_command()
     parser = cli.parser("mobilenet_jax.train", __doc__)
     cli.add_config_flags(parser, all_optional=True)
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="start from a named set of flag values, which the flags given "
+                             "beside it override: imagenet, the reference MobileNet v1 "
+                             "ImageNet training (experiments/imagenet/)")
     cli.add_compile_cache_flag(parser)
     args = parser.parse_args(argv)
-    given = cli.given_flags(args)
+    given = {**PRESETS.get(args.preset, {}), **cli.given_flags(args)}
     try:
         process.use_compile_cache(args.compile_cache)
         config = Config().replace(**given)  # validates the flags before anything heavy

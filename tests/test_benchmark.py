@@ -65,3 +65,19 @@ def test_time_steps_counts_what_the_process_did_per_step():
     touching = time_steps(touch, lambda x: x, **timing)
     assert touching["page_faults_per_step"] >= (16 << 20) // 4096
     assert sleeping["page_faults_per_step"] < 100
+
+
+def test_data_mode_times_the_streaming_path_by_worker_count(folder, tmp_path):
+    out = tmp_path / "data.json"
+    proc = run(["mobilenet_jax.benchmark", "--mode", "data", "--image-folder", str(folder),
+                "--resolution", "16", "--batch-size", "8", "--data-workers", "0,1",
+                "--images", "48", "--json", str(out)], REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["results"]
+    assert [r["workers"] for r in rows] == [0, 1]
+    for r in rows:
+        assert r["img_per_s"] > 0 and r["bare_img_per_s"] > 0 and r["images"] == 48
+        assert r["per_worker_of_bare"] == r["img_per_s"] / max(r["workers"], 1) / r["bare_img_per_s"]
+    assert "per worker / bare" in proc.stdout
+    proc = run(["mobilenet_jax.benchmark", "--mode", "data"], REPO)
+    assert proc.returncode == 2 and "--image-folder" in proc.stderr

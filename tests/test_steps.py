@@ -23,6 +23,11 @@ def test_schedules_match_their_formulas():
     assert [float(step(s)) for s in (49, 50, 74, 75)] == pytest.approx([0.2, 0.02, 0.02, 0.002])
     const = steps.learning_rate_schedule(c.replace(schedule="constant"), 10)
     assert [float(const(s)) for s in (10, 20, 99)] == pytest.approx([0.1, 0.2, 0.2])
+    # x0.5 every 2.5 epochs (25 steps) after the 20 warm-up steps, in whole steps of decay
+    exponential = steps.learning_rate_schedule(
+        c.replace(schedule="exponential", lr_decay_factor=0.5, lr_decay_epochs=2.5), 10)
+    assert [float(exponential(s)) for s in (10, 20, 44, 45, 70, 99)] == pytest.approx(
+        [0.1, 0.2, 0.2, 0.1, 0.05, 0.025])
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adamw"])
@@ -37,6 +42,20 @@ def test_weight_decay_skips_batchnorm_and_bias(optimizer):
     assert float(jnp.abs(updates["conv"]["kernel"]).max()) > 0  # decayed
     assert float(jnp.abs(updates["bn"]["scale"]).max()) == 0
     assert float(jnp.abs(updates["dense"]["bias"]).max()) == 0
+
+
+def test_depthwise_kernels_can_go_undecayed():
+    """As in the reference MobileNet v1 training: every other kernel is decayed by the same
+    hand-computed step (SGD without momentum: p -= lr * wd * p)."""
+    c = Config(weight_decay=0.1, lr=1.0, momentum=0.0, warmup_epochs=0, schedule="constant",
+               batch_size=128, decay_depthwise=False)
+    tx = steps.create_optimizer(c, steps.learning_rate_schedule(c, 10))
+    params = {"depthwise": jnp.ones((3, 3, 1, 8)), "stem": jnp.ones((3, 3, 3, 8)),
+              "pointwise": jnp.ones((1, 1, 1, 8)), "dense": jnp.ones((8, 4))}
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    assert float(jnp.abs(updates["depthwise"]).max()) == 0
+    for name in ("stem", "pointwise", "dense"):
+        np.testing.assert_allclose(np.asarray(updates[name]), -0.1, rtol=1e-6)
 
 
 def test_sgd_step_is_nesterov_momentum_with_decay():

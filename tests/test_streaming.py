@@ -1,11 +1,11 @@
 """The streaming input path: the same batches as the in-memory one, random-resized crops on
 the host, exact resume, and `--input auto` choosing it for what does not fit."""
 import json
+import shutil
 
 import jax
 import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import run
 from mobilenet_jax import Config, process
@@ -59,38 +59,23 @@ def test_random_resized_crop_is_the_box_resized_and_flipped():
     np.testing.assert_allclose(out[..., 1], image[0:60:2, 20:80:2, 1] + 0.5, atol=0.51)
 
 
-def write_varied_folder(root, per_class=(12, 4)):
-    """Two classes of PNG and JPEG images of varied sizes."""
-    rng = np.random.default_rng(0)
-    for split, count in zip(("train", "test"), per_class):
-        for c, colour in enumerate(((200, 30, 30), (30, 30, 200))):
-            directory = root / split / f"class{c}"
-            directory.mkdir(parents=True)
-            for i in range(count):
-                h, w = rng.integers(20, 70, 2)
-                pixels = (rng.random((h, w, 3)) * 50 + np.array(colour) * 0.8).astype(np.uint8)
-                Image.fromarray(pixels).save(directory / f"{i}.{('png', 'jpg')[i % 2]}")
-    return root
-
-
-def test_streamed_batches_are_the_in_memory_ones(tmp_path):
-    root = write_varied_folder(tmp_path / "images")
-    held = from_folder.load(root, "train", 24)
-    streamed = from_folder.load(root, "train", 24, input="stream")
-    assert isinstance(streamed, streaming.StreamedSplit) and len(streamed) == len(held) == 24
+def test_streamed_batches_are_the_in_memory_ones(folder):
+    held = from_folder.load(folder, "train", 24)
+    streamed = from_folder.load(folder, "train", 24, input="stream")
+    assert isinstance(streamed, streaming.StreamedSplit) and len(streamed) == len(held) == 120
     shares = []
     for index in range(2):  # each process's share of every global batch, in epoch order
-        a = list(held.train_batches(8, 3, 1, 1, index, 2))
-        b = list(streamed.train_batches(8, 3, 1, 1, index, 2))
+        a = list(held.train_batches(32, 3, 1, 1, index, 2))
+        b = list(streamed.train_batches(32, 3, 1, 1, index, 2))
         assert len(a) == len(b) == 2
         for x, y in zip(a, b):
             np.testing.assert_array_equal(x["image"], y["image"])
             np.testing.assert_array_equal(x["label"], y["label"])
         shares.append(b)
-    for whole, first, second in zip(streamed.train_batches(8, 3, 1, 1), *shares, strict=True):
+    for whole, first, second in zip(streamed.train_batches(32, 3, 1, 1), *shares, strict=True):
         np.testing.assert_array_equal(whole["image"],  # two halves, disjoint, of one batch
                                       np.concatenate([first["image"], second["image"]]))
-    for x, y in zip(held.eval_batches(10), streamed.eval_batches(10), strict=True):
+    for x, y in zip(held.eval_batches(50), streamed.eval_batches(50), strict=True):
         for key in ("image", "label", "mask"):
             np.testing.assert_array_equal(x[key], y[key])
     assert streamed.channel_statistics() == held.channel_statistics()
@@ -98,9 +83,8 @@ def test_streamed_batches_are_the_in_memory_ones(tmp_path):
     np.testing.assert_array_equal(streamed.take(sub).images_at([0, 2]), held.images_at([3, 20]))
 
 
-def test_random_crops_are_a_function_of_seed_epoch_and_record(tmp_path):
-    root = write_varied_folder(tmp_path / "images")
-    streamed = from_folder.load(root, "train", 16, input="stream")
+def test_random_crops_are_a_function_of_seed_epoch_and_record(folder):
+    streamed = from_folder.load(folder, "train", 16, input="stream").take(np.arange(0, 120, 5))
     epoch = list(streamed.train_batches(4, 0, 2, random_crops=True))
     assert len(epoch) == 6 and epoch[0]["image"].shape == (4, 16, 16, 3)
     resumed = list(streamed.train_batches(4, 0, 2, start=4, random_crops=True))
@@ -113,7 +97,7 @@ def test_random_crops_are_a_function_of_seed_epoch_and_record(tmp_path):
     other_epoch = next(streamed.train_batches(4, 0, 3, random_crops=True))
     assert not np.array_equal(epoch[0]["image"], other_epoch["image"])
     with pytest.raises(ValueError, match="full images"):
-        next(from_folder.load(root, "train", 16).train_batches(4, 0, 0, random_crops=True))
+        next(from_folder.load(folder, "train", 16).train_batches(4, 0, 0, random_crops=True))
 
 
 def test_the_subset_streams_as_array_records_and_trains_as_in_memory(subset_array_record_dir,
@@ -133,13 +117,12 @@ def test_the_subset_streams_as_array_records_and_trains_as_in_memory(subset_arra
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_auto_streams_what_does_not_fit_and_resumes_exactly(tmp_path, monkeypatch):
+def test_auto_streams_what_does_not_fit_and_resumes_exactly(folder, tmp_path, monkeypatch):
     """A folder over the memory budget: `--input auto` streams it (one line), trains on
     random-resized crops, and a run stopped and resumed ends bit-identical to a straight one;
     evaluate and predict read it as training did."""
-    root = write_varied_folder(tmp_path / "images", per_class=(16, 4))
-    monkeypatch.setattr(arrays, "_available_memory", lambda: 40_000)  # 32 images: 110 KB
-    common = ["--image-folder", str(root), "--alpha", "0.1", "--resolution", "32",
+    monkeypatch.setattr(arrays, "_available_memory", lambda: 400_000)  # 120 images: 369 KB
+    common = ["--image-folder", str(folder), "--alpha", "0.1", "--resolution", "32",
               "--epochs", "2", "--batch-size", "8", "--val-fraction", "0.25",
               "--precise-bn-batches", "2", "--no-progress"]
     result = run(["mobilenet_jax.train", *common, "--workdir", "straight"], tmp_path)
@@ -152,8 +135,8 @@ def test_auto_streams_what_does_not_fit_and_resumes_exactly(tmp_path, monkeypatc
     result = run(["mobilenet_jax.train", *common, "--workdir", "resumed", "--data-workers", "1"],
                  tmp_path)
     assert result.returncode == 0 and "resuming" in result.stdout, result.stderr[-2000:]
-    a = restore(tmp_path / "straight" / "checkpoints" / "6").state
-    b = restore(tmp_path / "resumed" / "checkpoints" / "6").state
+    a = restore(tmp_path / "straight" / "checkpoints" / "22").state
+    b = restore(tmp_path / "resumed" / "checkpoints" / "22").state
     for x, y in zip(jax.tree.leaves((a.params, a.precise_batch_stats)),
                     jax.tree.leaves((b.params, b.precise_batch_stats)), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -164,11 +147,11 @@ def test_auto_streams_what_does_not_fit_and_resumes_exactly(tmp_path, monkeypatc
                       "--json", f"{input}.json"], tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
     streamed, held = (json.loads((tmp_path / f).read_text()) for f in ("stream.json", "memory.json"))
-    assert streamed["examples"] == held["examples"] == 8
+    assert streamed["examples"] == held["examples"] == 36
     assert streamed["top1"] == held["top1"] and streamed["loss"] == held["loss"]
-    result = run(["mobilenet_jax.predict", "--ckpt", "straight",
-                  str(root / "test" / "class1" / "1.jpg")], tmp_path)
-    assert result.returncode == 0 and "1.jpg" in result.stdout, result.stderr[-2000:]
+    image = next((folder / "test" / "squares").iterdir())
+    result = run(["mobilenet_jax.predict", "--ckpt", "straight", str(image)], tmp_path)
+    assert result.returncode == 0 and image.name in result.stdout, result.stderr[-2000:]
 
 
 def test_streaming_needs_array_record(subset_dir):
@@ -176,9 +159,10 @@ def test_streaming_needs_array_record(subset_dir):
         from_tfds.load("cifar100", "test", subset_dir, True, input="stream")
 
 
-def test_an_unreadable_file_met_while_streaming_is_named(tmp_path):
-    root = write_varied_folder(tmp_path / "images")
-    (root / "train" / "class0" / "3.jpg").write_bytes(b"not a jpeg")
+def test_an_unreadable_file_met_while_streaming_is_named(folder, tmp_path):
+    root = tmp_path / "images"
+    shutil.copytree(folder, root)
+    (root / "train" / "squares" / "broken.jpg").write_bytes(b"not a jpeg")
     streamed = from_folder.load(root, "train", 16, input="stream")
-    with pytest.raises(arrays.DataError, match=r"3\.jpg is not a readable .*remove or replace"):
+    with pytest.raises(arrays.DataError, match=r"broken\.jpg is not a readable .*remove or "):
         list(streamed.train_batches(4, 0, 0, random_crops=True))

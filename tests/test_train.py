@@ -126,3 +126,18 @@ def test_a_run_records_its_class_names_and_keeps_them(subset_dir, tmp_path):
     assert loop.resolve_run_config({}, tmp_path).class_names == stored.class_names
     with pytest.raises(ValueError, match="trained on classes"):
         loop.with_class_names(stored, tuple(f"c{i}" for i in range(100)))
+
+
+def test_a_preset_gives_its_values_and_given_flags_win(folder, tmp_path):
+    from conftest import CLASSES, run
+    from mobilenet_jax.config import PRESETS, load_json
+    result = run(["mobilenet_jax.train", "--preset", "imagenet", "--image-folder", str(folder),
+                  "--num-classes", str(len(CLASSES)), "--resolution", "32", "--alpha", "0.1",
+                  "--batch-size", "8", "--max-steps", "1", "--precise-bn-batches", "1",
+                  "--no-progress", "--workdir", "run"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = load_json(tmp_path / "run" / "config.json")
+    given = {"num_classes": len(CLASSES), "resolution": 32, "batch_size": 8}
+    for name, value in PRESETS["imagenet"].items():
+        assert getattr(config, name) == given.get(name, value), name
+    assert config.random_resized_crops  # streamed, images of varied sizes

@@ -56,6 +56,10 @@ def learning_rate_schedule(config: Config, steps_per_epoch: int) -> optax.Schedu
     if config.schedule == "step":
         after = optax.piecewise_constant_schedule(
             peak, {int(0.5 * total) - warmup: 0.1, int(0.75 * total) - warmup: 0.1})
+    elif config.schedule == "exponential":
+        after = optax.exponential_decay(
+            peak, max(1, round(config.lr_decay_epochs * steps_per_epoch)),
+            config.lr_decay_factor, staircase=True)
     else:
         after = optax.constant_schedule(peak)
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
@@ -73,13 +77,15 @@ def create_optimizer(config: Config, schedule: optax.Schedule) -> optax.Gradient
 
 
 def _optimizer(config: Config, schedule: optax.Schedule) -> optax.GradientTransformation:
-    # Decay conv and dense kernels only: BatchNorm scale/offset and biases are 1-D.
-    decay_mask = functools.partial(jax.tree.map, lambda p: p.ndim > 1)
+    # Decay conv and dense kernels only: BatchNorm scale/offset and biases are 1-D; depthwise
+    # kernels are the 3x3 ones with one input channel.
+    decay_mask = functools.partial(jax.tree.map, lambda p: p.ndim > 1 and (
+        config.decay_depthwise or p.shape[:3] != (3, 3, 1)))
     if config.optimizer == "adamw":
         return optax.adamw(schedule, b1=config.momentum, weight_decay=config.weight_decay,
                            mask=decay_mask)
     if config.optimizer == "rmsprop":  # the paper's optimizer (TF-style RMSProp)
-        base = optax.rmsprop(schedule, decay=0.9, eps=1e-3, momentum=config.momentum)
+        base = optax.rmsprop(schedule, decay=0.9, eps=config.rmsprop_eps, momentum=config.momentum)
     else:
         base = optax.sgd(schedule, momentum=config.momentum, nesterov=config.momentum > 0)
     return optax.chain(optax.add_decayed_weights(config.weight_decay, decay_mask), base)
