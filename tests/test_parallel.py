@@ -81,14 +81,14 @@ def finish(*procs, timeout=400):
 
 
 def train_all(data_dir, *runs):
-    """Train each (workdir, max_steps, env) run: in a process of its own with `env` added to
-    the environment, or with env None here (one device), while the processes run."""
-    procs = [train_cli(flags(data_dir, workdir, steps), env)
-             for workdir, steps, env in runs if env is not None]
+    """Train each (workdir, max_steps, env, *more flags) run: in a process of its own with `env`
+    added to the environment, or with env None here (one device), while the processes run."""
+    procs = [train_cli(flags(data_dir, workdir, steps) + more, env)
+             for workdir, steps, env, *more in runs if env is not None]
     try:
-        for workdir, steps, env in runs:
+        for workdir, steps, env, *more in runs:
             if env is None:
-                result = run(["mobilenet_jax.train", *flags(data_dir, workdir, steps)],
+                result = run(["mobilenet_jax.train", *flags(data_dir, workdir, steps), *more],
                              workdir.parent)
                 assert result.returncode == 0, result.stderr[-3000:]
     finally:
@@ -131,12 +131,14 @@ def free_port():
 
 
 def test_two_processes_match_one(subset_array_record_dir, tmp_path):
-    """Two processes joined by jax.distributed on 127.0.0.1 (gloo CPU collectives) take the
-    first step one process takes."""
+    """Two processes joined by jax.distributed on 127.0.0.1 (gloo CPU collectives), each
+    streaming only its share of the global batch, take the first step one process takes
+    with the split in memory."""
     single, multi = tmp_path / "single", tmp_path / "multi"
     port = free_port()
     coordinator = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2"}
     train_all(subset_array_record_dir,
-              *[(multi, 1, {**coordinator, "JAX_PROCESS_ID": str(i)}) for i in range(2)],
-              (single, 1, None))
+              *[(multi, 1, {**coordinator, "JAX_PROCESS_ID": str(i)}, "--input", "stream")
+                for i in range(2)],
+              (single, 1, None, "--input", "memory"))
     assert_same_step(multi / "checkpoints" / "1", single / "checkpoints" / "1")

@@ -1,13 +1,21 @@
 """The streaming input path: the same batches as the in-memory one, random-resized crops on
 the host, exact resume, and `--input auto` choosing it for what does not fit."""
 import json
+import pathlib
+import random
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import run
+from PIL import Image
+
+from conftest import CLASSES, run
 from mobilenet_jax import Config, process
 from mobilenet_jax.core.restore import restore
 from mobilenet_jax.data import arrays, from_folder, from_tfds, images, streaming
@@ -132,8 +140,7 @@ def test_auto_streams_what_does_not_fit_and_resumes_exactly(folder, tmp_path, mo
     assert config["random_resized_crops"] is True and config["image_size"] == 32
     assert run(["mobilenet_jax.train", *common, "--workdir", "resumed", "--max-steps", "4"],
                tmp_path).returncode == 0
-    result = run(["mobilenet_jax.train", *common, "--workdir", "resumed", "--data-workers", "1"],
-                 tmp_path)
+    result = run(["mobilenet_jax.train", *common, "--workdir", "resumed"], tmp_path)
     assert result.returncode == 0 and "resuming" in result.stdout, result.stderr[-2000:]
     a = restore(tmp_path / "straight" / "checkpoints" / "22").state
     b = restore(tmp_path / "resumed" / "checkpoints" / "22").state
@@ -166,3 +173,84 @@ def test_an_unreadable_file_met_while_streaming_is_named(folder, tmp_path):
     streamed = from_folder.load(root, "train", 16, input="stream")
     with pytest.raises(arrays.DataError, match=r"broken\.jpg is not a readable .*remove or "):
         list(streamed.train_batches(4, 0, 0, random_crops=True))
+
+
+def test_a_streamed_run_killed_at_a_random_moment_resumes_bit_identically(folder, tmp_path):
+    """SIGKILL at a random moment of a streamed run with a worker process (random-resized
+    crops): its workers end too, and rerunning the command ends where a run never killed
+    ends, to the bit."""
+    common = ["mobilenet_jax.train", "--image-folder", str(folder), "--alpha", "0.1",
+              "--resolution", "16", "--epochs", "2", "--batch-size", "8", "--val-fraction", "0",
+              "--precise-bn-batches", "1", "--input", "stream", "--data-workers", "1",
+              "--no-progress"]
+    killed = subprocess.Popen([sys.executable, "-m", *common, "--workdir", "killed"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(random.Random().uniform(4.0, 11.0))
+    workers = children(killed.pid)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    for workdir in ("killed", "straight"):
+        result = run([*common, "--workdir", workdir], tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+    for _ in range(50):  # the worker processes end with the run (they poll every 0.5 s)
+        left = [pid for pid in workers if pathlib.Path(f"/proc/{pid}").exists()]
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, [pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in left]
+    a, b = (restore(tmp_path / w / "checkpoints" / "30").state for w in ("killed", "straight"))
+    for x, y in zip(jax.tree.leaves((a.params, a.opt_state, a.precise_batch_stats)),
+                    jax.tree.leaves((b.params, b.opt_state, b.precise_batch_stats)), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def children(pid: int) -> list[int]:
+    """The worker processes `pid` started (Linux)."""
+    found = pathlib.Path(f"/proc/{pid}/task/{pid}/children")
+    workers = []
+    for child in found.read_text().split() if found.exists() else []:
+        try:
+            if b"spawn_main" in pathlib.Path(f"/proc/{child}/cmdline").read_bytes():
+                workers.append(int(child))
+        except OSError:  # it ended meanwhile
+            pass
+    return workers
+
+
+def test_a_tfds_dataset_of_large_images_prepared_as_array_record_streams(folder, tmp_path):
+    """A TFDS dataset of images of varied sizes (the test folder's, made a TFDS builder and
+    prepared as ArrayRecord, as imagenet2012 would be) trains through the streaming path on
+    random-resized crops and evaluates."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    class ShapesOfManySizes(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(None, None, 3)),
+                "label": tfds.features.ClassLabel(names=list(CLASSES))}))
+
+        def _split_generators(self, dl_manager):
+            return {split: self._generate_examples(split) for split in ("train", "test")}
+
+        def _generate_examples(self, split):
+            for label, name in enumerate(CLASSES):
+                for path in sorted((folder / split / name).iterdir()):
+                    yield path.name + name, {
+                        "image": np.asarray(Image.open(path).convert("RGB")), "label": label}
+
+    data_dir = tmp_path / "tfds"
+    ShapesOfManySizes(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+    data = ["--data-dir", str(data_dir), "--offline"]
+    result = run(["mobilenet_jax.train", "--dataset", "shapes_of_many_sizes", *data,
+                  "--alpha", "0.1", "--resolution", "24",
+                  "--epochs", "1", "--batch-size", "16", "--val-fraction", "0",
+                  "--precise-bn-batches", "1", "--input", "stream", "--no-progress",
+                  "--workdir", "run"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["random_resized_crops"] and config["class_names"] == list(CLASSES)
+    result = run(["mobilenet_jax.evaluate", "--ckpt", "run", *data, "--json", "e.json"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "e.json").read_text())["examples"] == 36

@@ -10,6 +10,10 @@ threads (or `workers` processes); a random-resized crop draws from a generator s
 from its step on exactly the batches an uninterrupted one would have.
 """
 import dataclasses
+import functools
+import os
+import threading
+import time
 from typing import Callable, Iterator, Optional, Sequence
 
 from absl import flags
@@ -131,7 +135,9 @@ class StreamedSplit:
                 raise ValueError("grain's worker processes need absl's flags parsed (grain "
                                  "0.2.18); call mobilenet_jax.process.absl_flags_parsed() "
                                  "first, as the commands do")
-            dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+            dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers),
+                                          worker_init_fn=functools.partial(
+                                              _exit_with_parent, os.getpid()))
         iterator = iter(dataset)
         try:  # copied out of the workers' shared memory, which is released at once
             for images, labels in iterator:
@@ -157,6 +163,18 @@ class _Read:
             rng = np.random.default_rng([self.seed, self.epoch, record])
             return imagefiles.random_resized_crop(image, self.split.side, rng), np.int32(label)
         return imagefiles.square_image(image, self.split.side), np.int32(label)
+
+
+def _exit_with_parent(parent: int, worker_index: int, worker_count: int) -> None:
+    """Run in each worker process: it ends when `parent`, the process that started it, is
+    gone (killed by SIGKILL, say, even before this ran), instead of waiting for batches
+    nobody reads."""
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _stack(examples: Sequence[tuple]) -> tuple:
