@@ -24,7 +24,6 @@ from mobilenet_jax.data import images as imagefiles
 
 READ_THREADS = 16  # batches made at once; decoding releases the GIL, so threads overlap
 STATISTICS_SAMPLE = 10_000  # images the channel mean and std are estimated from
-INPUTS = ("auto", "memory", "stream")
 
 
 def chooses_streaming(input: str, too_large: Optional[str], say: Callable[[str], None]) -> bool:
