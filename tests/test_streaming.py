@@ -125,29 +125,18 @@ def test_the_subset_streams_as_array_records_and_trains_as_in_memory(subset_arra
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_auto_streams_what_does_not_fit_and_resumes_exactly(folder, tmp_path, monkeypatch):
-    """A folder over the memory budget: `--input auto` streams it (one line), trains on
-    random-resized crops, and a run stopped and resumed ends bit-identical to a straight one;
-    evaluate and predict read it as training did."""
+def test_auto_streams_what_does_not_fit(folder, tmp_path, monkeypatch):
+    """A folder over the memory budget: `--input auto` streams it (one line) and trains on
+    random-resized crops; evaluate and predict read it as training did."""
     monkeypatch.setattr(arrays, "_available_memory", lambda: 400_000)  # 120 images: 369 KB
-    common = ["--image-folder", str(folder), "--alpha", "0.1", "--resolution", "32",
-              "--epochs", "2", "--batch-size", "8", "--val-fraction", "0.25",
-              "--precise-bn-batches", "2", "--no-progress"]
-    result = run(["mobilenet_jax.train", *common, "--workdir", "straight"], tmp_path)
+    result = run(["mobilenet_jax.train", "--image-folder", str(folder), "--alpha", "0.1",
+                  "--resolution", "32", "--epochs", "1", "--batch-size", "8",
+                  "--val-fraction", "0.25", "--precise-bn-batches", "2", "--no-progress",
+                  "--workdir", "straight"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("streaming it from disk instead") == 1, result.stdout
     config = json.loads((tmp_path / "straight" / "config.json").read_text())
     assert config["random_resized_crops"] is True and config["image_size"] == 32
-    assert run(["mobilenet_jax.train", *common, "--workdir", "resumed", "--max-steps", "4"],
-               tmp_path).returncode == 0
-    result = run(["mobilenet_jax.train", *common, "--workdir", "resumed"], tmp_path)
-    assert result.returncode == 0 and "resuming" in result.stdout, result.stderr[-2000:]
-    a = restore(tmp_path / "straight" / "checkpoints" / "22").state
-    b = restore(tmp_path / "resumed" / "checkpoints" / "22").state
-    for x, y in zip(jax.tree.leaves((a.params, a.precise_batch_stats)),
-                    jax.tree.leaves((b.params, b.precise_batch_stats)), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
     monkeypatch.undo()  # the memory evaluated from
     for input in ("stream", "memory"):
         result = run(["mobilenet_jax.evaluate", "--ckpt", "straight", "--input", input,
@@ -177,8 +166,8 @@ def test_an_unreadable_file_met_while_streaming_is_named(folder, tmp_path):
 
 def test_a_streamed_run_killed_at_a_random_moment_resumes_bit_identically(folder, tmp_path):
     """SIGKILL at a random moment of a streamed run with a worker process (random-resized
-    crops): its workers end too, and rerunning the command ends where a run never killed
-    ends, to the bit."""
+    crops): its workers end too, and rerunning the command (stopped once more within an
+    epoch, and resumed) ends where a run never stopped ends, to the bit."""
     common = ["mobilenet_jax.train", "--image-folder", str(folder), "--alpha", "0.1",
               "--resolution", "16", "--epochs", "2", "--batch-size", "8", "--val-fraction", "0",
               "--precise-bn-batches", "1", "--input", "stream", "--data-workers", "1",
@@ -189,8 +178,8 @@ def test_a_streamed_run_killed_at_a_random_moment_resumes_bit_identically(folder
     workers = children(killed.pid)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    for workdir in ("killed", "straight"):
-        result = run([*common, "--workdir", workdir], tmp_path)
+    for workdir, more in (("killed", ["--max-steps", "20"]), ("killed", []), ("straight", [])):
+        result = run([*common, "--workdir", workdir, *more], tmp_path)  # 20: in epoch 2
         assert result.returncode == 0, result.stderr[-2000:]
     for _ in range(50):  # the worker processes end with the run (they poll every 0.5 s)
         left = [pid for pid in workers if pathlib.Path(f"/proc/{pid}").exists()]

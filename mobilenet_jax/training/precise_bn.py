@@ -2,6 +2,7 @@
 2021, arXiv 2105.07576). The running statistics, and their moving average, lag weights that
 change fast: without this a short run's evaluated model was at chance while its training was
 near perfect (experiments/eval_statistics)."""
+import dataclasses
 import itertools
 from typing import Callable
 
@@ -20,6 +21,9 @@ def recompute(state, split: arrays.Split | StreamedSplit, config: Config, device
     config.precise_bn_batches training batches in `epoch`'s order (repeated where the split
     has fewer), each augmented by its own key: a function of the weights, the data, the seed
     and the epoch."""
+    # A few batches: threads start at once, worker processes take seconds to start.
+    if isinstance(split, StreamedSplit):
+        split = dataclasses.replace(split, workers=0)
     batches = itertools.chain.from_iterable(
         split.train_batches(config.batch_size, config.seed, epoch, 0, devices.process_index,
                             devices.process_count, config.random_resized_crops)
