@@ -170,9 +170,10 @@ def test_a_streamed_run_killed_at_a_random_moment_resumes_bit_identically(folder
     epoch, and resumed) ends where a run never stopped ends, to the bit."""
     common = ["mobilenet_jax.train", "--image-folder", str(folder), "--alpha", "0.1",
               "--resolution", "16", "--epochs", "2", "--batch-size", "8", "--val-fraction", "0",
-              "--precise-bn-batches", "1", "--input", "stream", "--data-workers", "1",
-              "--no-progress"]
-    killed = subprocess.Popen([sys.executable, "-m", *common, "--workdir", "killed"],
+              "--precise-bn-batches", "1", "--input", "stream", "--no-progress"]
+    # one worker process where it is killed; threads (the same batches) for the rest
+    killed = subprocess.Popen([sys.executable, "-m", *common, "--data-workers", "1",
+                               "--workdir", "killed"],
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(random.Random().uniform(4.0, 11.0))
     workers = children(killed.pid)
