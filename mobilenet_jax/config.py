@@ -67,8 +67,8 @@ class Config:
                        "stream: read it image by image as batches need it (TFDS datasets "
                        "prepared as ArrayRecord, image folders); auto: memory unless the data "
                        "would take more than half of it", INPUTS)
-    data_workers: int = field(0, "processes that make streamed training batches (0: threads of the "
-                              "training process)")
+    data_workers: int = field(0, "processes that make streamed training batches (0: threads "
+                              "of the training process)")
     augment: bool = field(True, "random crop (4-pixel padding) and horizontal flip in training; "
                           "streamed images of varied sizes: random-resized crops instead")
     class_names: tuple = field((), "the dataset's class names, by label", from_data=True)

@@ -12,7 +12,6 @@ import time
 import jax
 import numpy as np
 import pytest
-
 from PIL import Image
 
 from conftest import CLASSES, run
@@ -142,7 +141,8 @@ def test_auto_streams_what_does_not_fit(folder, tmp_path, monkeypatch):
         result = run(["mobilenet_jax.evaluate", "--ckpt", "straight", "--input", input,
                       "--json", f"{input}.json"], tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
-    streamed, held = (json.loads((tmp_path / f).read_text()) for f in ("stream.json", "memory.json"))
+    streamed, held = (json.loads((tmp_path / f"{input}.json").read_text())
+                      for input in ("stream", "memory"))
     assert streamed["examples"] == held["examples"] == 36
     assert streamed["top1"] == held["top1"] and streamed["loss"] == held["loss"]
     image = next((folder / "test" / "squares").iterdir())

@@ -12,8 +12,8 @@ from mobilenet_jax.data.prefetch import prefetch
 from mobilenet_jax.data.streaming import StreamedSplit
 
 
-def evaluate_split(state, split: arrays.Split | StreamedSplit, batch_size: int, devices: Devices, step_fn,
-                   num_classes: int = 0) -> dict:
+def evaluate_split(state, split: arrays.Split | StreamedSplit, batch_size: int, devices: Devices,
+                   step_fn, num_classes: int = 0) -> dict:
     """`step_fn` (a jitted `steps.eval_step`) over the split: its summed metrics, and with
     `num_classes`, also "per_class_correct" and "per_class_count" arrays. The results are read
     once all batches are dispatched (the device never waits for the host)."""
