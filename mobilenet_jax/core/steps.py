@@ -225,18 +225,42 @@ class Training:
 
     def jit_steps(self, devices: Devices) -> JittedSteps:
         """`train_step` and `eval_step` of this config, jitted over the devices' mesh."""
-        train = jax.jit(functools.partial(train_step, config=self.config,
-                                          schedule=self.schedule),
-                        out_shardings=devices.replicated, donate_argnums=0)
-        evaluate = jax.jit(functools.partial(eval_step, config=self.config),
-                           out_shardings=(devices.replicated, devices.batch_sharded))
-        statistics = jax.jit(functools.partial(batch_statistics_step, config=self.config),
-                             out_shardings=devices.replicated)
-        return JittedSteps(train, evaluate, statistics)
+        return _jit_steps((train_step, eval_step, batch_statistics_step),
+                          steps_config(self.config), self.schedule, devices.replicated,
+                          devices.batch_sharded)
 
 
 def build(config: Config, steps_per_epoch: int = 1) -> Training:
     """The Training of `config`; `steps_per_epoch` shapes the learning-rate schedule only."""
+    schedule, optimizer = _schedule_and_optimizer(steps_config(config), steps_per_epoch)
+    return Training(config, MobileNetV1(**config.model_kwargs()), schedule, optimizer)
+
+
+# Fields no step reads: runs of one process that differ only in these (a resumed or repeated
+# run, a notebook's, the tests') share one schedule, optimizer and jitted steps, traced once.
+NOT_READ_BY_STEPS = tuple(name for name in Config.RUN_CONTROL + Config.LOCATIONS
+                          if name != "kernels") + (
+    "dataset", "split", "val_fraction", "class_names", "init_from", "seed")
+
+
+def steps_config(config: Config) -> Config:
+    """`config` with the fields no step reads at their defaults."""
+    return config.replace(**{name: getattr(Config(), name) for name in NOT_READ_BY_STEPS})
+
+
+@functools.lru_cache(maxsize=16)
+def _schedule_and_optimizer(config: Config, steps_per_epoch: int):
     schedule = learning_rate_schedule(config, steps_per_epoch)
-    return Training(config, MobileNetV1(**config.model_kwargs()), schedule,
-                    create_optimizer(config, schedule))
+    return schedule, create_optimizer(config, schedule)
+
+
+@functools.lru_cache(maxsize=16)
+def _jit_steps(step_functions: tuple, config: Config, schedule: optax.Schedule, replicated,
+               batch_sharded) -> JittedSteps:
+    train, evaluate, statistics = step_functions  # a key too: a wrapped step is jitted anew
+    return JittedSteps(
+        jax.jit(functools.partial(train, config=config, schedule=schedule),
+                out_shardings=replicated, donate_argnums=0),
+        jax.jit(functools.partial(evaluate, config=config),
+                out_shardings=(replicated, batch_sharded)),
+        jax.jit(functools.partial(statistics, config=config), out_shardings=replicated))
