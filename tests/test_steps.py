@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from mobilenet_jax import Config
-from mobilenet_jax.core import steps
+from mobilenet_jax.core import parallel, steps
 
 
 def test_schedules_match_their_formulas():
@@ -229,3 +229,15 @@ def test_mixup_and_cutmix_train_against_mixed_targets():
         _, metrics = step(state, batch, jax.random.key(1))
         losses[tuple(mixing)] = float(metrics["loss"])
     assert len(set(losses.values())) == 3 and all(np.isfinite(list(losses.values())))
+
+
+def test_runs_that_differ_only_in_what_no_step_reads_share_their_jitted_steps(monkeypatch):
+    devices = parallel.Devices(64)
+    first = steps.build(Config(workdir="a", max_steps=3, seed=1), 10).jit_steps(devices)
+    assert steps.build(Config(workdir="b", keep=1), 10).jit_steps(devices).train is first.train
+    for other in (steps.build(Config(lr=0.2), 10), steps.build(Config(), 11),  # another schedule
+                  steps.build(Config(kernels="reference"), 10)):
+        assert other.jit_steps(devices).train is not first.train
+    real = steps.train_step  # a wrapped step (as a test may make) is jitted anew
+    monkeypatch.setattr(steps, "train_step", lambda *a, **k: real(*a, **k))
+    assert steps.build(Config(), 10).jit_steps(devices).train is not first.train
