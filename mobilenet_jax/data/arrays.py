@@ -107,26 +107,41 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
+def train_positions(num_examples: int, batch_size: int, seed: int, epoch: int,
+                    process_index: int = 0, process_count: int = 1) -> np.ndarray:
+    """(batches, batch_size // process_count): this process's positions in every global batch
+    of one epoch. The last incomplete batch is dropped so every step has the same shape (no
+    recompiles)."""
+    order = epoch_order(num_examples, seed, epoch)
+    steps, local = num_examples // batch_size, batch_size // process_count
+    return order[:steps * batch_size].reshape(steps, process_count, local)[:, process_index]
+
+
+def eval_positions(num_examples: int, batch_size: int, process_index: int = 0,
+                   process_count: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(batches, batch_size // process_count) positions of this process's share of every
+    example once, in order, the last batch padded with position 0; and the float32 0/1 mask
+    of the real ones."""
+    local = batch_size // process_count
+    positions = (np.arange(0, num_examples, batch_size)[:, None] + process_index * local
+                 + np.arange(local))
+    mask = positions < num_examples
+    return np.where(mask, positions, 0), mask.astype(np.float32)
+
+
 def train_batches(split: Split, batch_size: int, seed: int, epoch: int, start: int = 0,
                   process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
-    """This process's share of every global batch of one epoch, from batch `start` on.
-
-    The last incomplete batch is dropped so every step has the same shape (no recompiles).
-    """
-    order = epoch_order(len(split), seed, epoch)
-    local = batch_size // process_count
-    for b in range(start, len(split) // batch_size):
-        idx = order[b * batch_size + process_index * local:b * batch_size + (process_index + 1) * local]
+    """This process's share of every global batch of one epoch, from batch `start` on
+    (`train_positions`)."""
+    for idx in train_positions(len(split), batch_size, seed, epoch, process_index,
+                               process_count)[start:]:
         yield {"image": split.images[idx], "label": split.labels[idx]}
 
 
 def eval_batches(split: Split, batch_size: int, process_index: int = 0,
                  process_count: int = 1) -> Iterator[dict]:
-    """Every example once, in order; the last batch is padded and carries a 0/1 `mask`."""
-    local = batch_size // process_count
-    for start in range(0, len(split), batch_size):
-        idx = np.arange(start + process_index * local, start + (process_index + 1) * local)
-        mask = idx < len(split)
-        idx = np.where(mask, idx, 0)
-        yield {"image": split.images[idx], "label": split.labels[idx],
-               "mask": mask.astype(np.float32)}
+    """Every example once, in order; the last batch is padded and carries a 0/1 `mask`
+    (`eval_positions`)."""
+    positions, mask = eval_positions(len(split), batch_size, process_index, process_count)
+    for idx, real in zip(positions, mask):
+        yield {"image": split.images[idx], "label": split.labels[idx], "mask": real}

@@ -51,13 +51,7 @@ def centre_square(image: np.ndarray) -> np.ndarray:
 
 def square_image(image: np.ndarray, size: int) -> np.ndarray:
     """uint8 (H, W, 3 or 1) -> uint8 RGB (size, size, 3): centre square, resized if needed."""
-    from PIL import Image
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    square = centre_square(image)
-    if square.shape[0] == size:
-        return np.ascontiguousarray(square)
-    return np.asarray(Image.fromarray(square).resize((size, size), Image.BILINEAR))
+    return _resized(centre_square(_rgb(image)), size)
 
 
 # Inception-style training crops (Szegedy et al. 2015), as in the Flax ImageNet example and
@@ -91,11 +85,19 @@ def random_resized_crop(image: np.ndarray, size: int, rng: np.random.Generator) 
     """uint8 (H, W, 3 or 1) -> uint8 RGB (size, size, 3): a random-resized crop
     (`random_crop_box`), resized as `square_image` resizes, flipped left-right with
     probability 1/2."""
-    from PIL import Image
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
     top, left, h, w = random_crop_box(image.shape[0], image.shape[1], rng)
-    crop = np.ascontiguousarray(image[top:top + h, left:left + w])
-    if (h, w) != (size, size):
-        crop = np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR))
+    crop = _resized(_rgb(image)[top:top + h, left:left + w], size)
     return np.ascontiguousarray(crop[:, ::-1]) if rng.random() < 0.5 else crop
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+
+
+def _resized(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (H, W, 3) -> (size, size, 3), bilinear (antialiased when shrinking)."""
+    from PIL import Image
+    if image.shape[:2] == (size, size):
+        return np.ascontiguousarray(image)
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size),
+                                                                          Image.BILINEAR))

@@ -99,25 +99,22 @@ class StreamedSplit:
         """This process's share of every global batch of one epoch, from batch `start` on;
         with `random_crops`, random-resized crops (images.random_resized_crop), flipped at
         random, instead of the stored images."""
-        order = arrays.epoch_order(len(self), seed, epoch)
-        steps, local = len(self) // batch_size, batch_size // process_count
-        mine = order[:steps * batch_size].reshape(steps, process_count, local)[:, process_index]
+        mine = arrays.train_positions(len(self), batch_size, seed, epoch, process_index,
+                                      process_count)[start:]
         read = _Read(self, seed, epoch, random_crops)
-        for images, labels in self._batches(mine[start:].reshape(-1), read, local, self.workers):
+        for images, labels in self._batches(mine.reshape(-1), read, mine.shape[1],
+                                            self.workers):
             yield {"image": images, "label": labels}
 
     def eval_batches(self, batch_size: int, process_index: int = 0,
                      process_count: int = 1) -> Iterator[dict]:
         """Every example once, in order; the last batch is padded and carries a 0/1 `mask`."""
-        local = batch_size // process_count
-        starts = np.arange(0, len(self), batch_size)
-        positions = (starts[:, None] + process_index * local + np.arange(local)).reshape(-1)
-        mask = positions < len(self)
+        positions, mask = arrays.eval_positions(len(self), batch_size, process_index,
+                                                process_count)
         read = _Read(self, seed=0, epoch=0, random_crops=False)
-        batches = self._batches(np.where(mask, positions, 0), read, local)
-        for b, (images, labels) in enumerate(batches):
-            yield {"image": images, "label": labels,
-                   "mask": mask[b * local:(b + 1) * local].astype(np.float32)}
+        batches = self._batches(positions.reshape(-1), read, positions.shape[1])
+        for (images, labels), real in zip(batches, mask):
+            yield {"image": images, "label": labels, "mask": real}
 
     def _batches(self, positions: np.ndarray, read: "_Read", size: int,
                  workers: int = 0) -> Iterator[tuple]:
