@@ -255,6 +255,27 @@ def test_opening_sets_aside_corrupt_newest_and_unfinished_saves(tmp_path):
     assert "3 is corrupt: state/_METADATA" in lines[1] and "2 is incomplete" in lines[2]
 
 
+def test_a_deletion_cut_short_by_a_kill_leaves_no_half_checkpoint(tmp_path, monkeypatch):
+    """Retention deletes old steps; a kill during a deletion stops it after some files (here:
+    the manifest only). Opening the directory again finds whole, verifying steps only."""
+    from etils import epath
+
+    def delete_manifest_only(path, *args, **kwargs):
+        for manifest in pathlib.Path(path).rglob(ckpt_lib.MANIFEST):
+            manifest.unlink()
+    monkeypatch.setattr(epath.gpath._GPath, "rmtree", delete_manifest_only)
+    monkeypatch.setattr(ckpt_lib.shutil, "rmtree", delete_manifest_only)
+    directory = tmp_path / "checkpoints"
+    save_steps(directory, [1, 2, 3, 4], keep=2)
+    monkeypatch.undo()
+    lines = []
+    ckpt_lib.Checkpoints(directory, keep=2, keep_best=False, say=lines.append).close()
+    assert [d.name for d in ckpt_lib.step_dirs(directory)] == ["4", "3"]
+    assert all(ckpt_lib.verify(d) for d in ckpt_lib.step_dirs(directory))
+    assert sorted(p.name for p in directory.iterdir()) == ["3", "4", "latest"], lines
+    assert lines == [f"removed {ckpt_lib.RETIRED}/, old checkpoints whose deletion did not finish"]
+
+
 def test_relative_paths_restore(tmp_path, monkeypatch):
     save_steps(tmp_path / "checkpoints", [2])
     monkeypatch.chdir(tmp_path)

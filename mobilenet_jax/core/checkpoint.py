@@ -9,7 +9,9 @@ Retention: the last `keep` plus the best by validation top-1.
 Integrity: once orbax has committed a step, `manifest.json` (every file's size and SHA-256)
 is written into it atomically, and every restore verifies it first. A run that starts moves
 aside (`<step>.corrupt`) the newest checkpoints that fail verification, removes unfinished
-saves, and resumes from the newest intact one.
+saves, and resumes from the newest intact one. Retention first renames an old step into
+`.retired/` (atomic) and only then deletes it, so a kill while deleting never leaves a half
+step directory among the checkpoints.
 """
 import dataclasses
 import hashlib
@@ -35,6 +37,7 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 2
 CORRUPT_SUFFIX = ".corrupt"
 UNFINISHED_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's name for a save in progress
+RETIRED = ".retired"  # where retention moves old steps before deleting them
 
 
 class CheckpointError(Exception):
@@ -68,7 +71,7 @@ class Checkpoints:
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
-                enable_async_checkpointing=False, create=True))
+                enable_async_checkpointing=False, create=True, todelete_subdir=RETIRED))
 
     def latest_step(self) -> Optional[int]:
         return self.manager.latest_step()
@@ -91,6 +94,7 @@ class Checkpoints:
             if jax.process_index() == 0:
                 write_manifest(step_dir)
                 _point_latest(self.directory, step)
+                shutil.rmtree(self.directory / RETIRED, ignore_errors=True)
         except Exception as e:  # orbax wraps the OSError in errors of its own
             if jax.process_index() == 0:
                 _remove_unfinished(self.directory, step)
@@ -207,6 +211,9 @@ def set_aside_unusable(directory) -> list:
     for unfinished in sorted(directory.glob(f"*{UNFINISHED_SUFFIX}*")):
         shutil.rmtree(unfinished, ignore_errors=True)
         lines.append(f"removed {unfinished.name}, a checkpoint save that did not finish")
+    if (directory / RETIRED).exists():
+        shutil.rmtree(directory / RETIRED, ignore_errors=True)
+        lines.append(f"removed {RETIRED}/, old checkpoints whose deletion did not finish")
     for step_dir in step_dirs(directory):
         problem = _problem(step_dir)
         if not problem:
