@@ -233,8 +233,13 @@ def test_mixup_and_cutmix_train_against_mixed_targets():
 
 def test_runs_that_differ_only_in_what_no_step_reads_share_their_jitted_steps(monkeypatch):
     devices = parallel.Devices(64)
-    first = steps.build(Config(workdir="a", max_steps=3, seed=1), 10).jit_steps(devices)
-    assert steps.build(Config(workdir="b", keep=1), 10).jit_steps(devices).train is first.train
+    a, b = steps.build(Config(workdir="a", max_steps=3, seed=1), 10), \
+        steps.build(Config(workdir="b", keep=1), 10)
+    first = a.jit_steps(devices)
+    assert b.jit_steps(devices).train is first.train
+    # A state's apply_fn is part of its tree structure: one structure, one trace of the step.
+    assert jax.tree.structure(a.abstract_state(devices)) == \
+        jax.tree.structure(b.abstract_state(devices))
     for other in (steps.build(Config(lr=0.2), 10), steps.build(Config(), 11),  # another schedule
                   steps.build(Config(kernels="reference"), 10)):
         assert other.jit_steps(devices).train is not first.train

@@ -195,7 +195,8 @@ class JittedSteps:
 
 @dataclasses.dataclass(frozen=True)
 class Training:
-    """The model, schedule and optimizer that a Config describes."""
+    """The model, schedule and optimizer that a Config describes (`config`: the fields the
+    steps read, the others at their defaults)."""
     config: Config
     model: MobileNetV1
     schedule: optax.Schedule
@@ -215,29 +216,30 @@ class Training:
 
     def abstract_state(self, devices: Devices) -> TrainState:
         """The TrainState's structure, shapes and (replicated) shardings; nothing computed."""
-        return devices.abstract(jax.eval_shape(self.init_state, jax.random.key(0)))
+        return devices.abstract(_jit_init(self, devices.replicated).eval_shape(
+            jax.random.key(0)))
 
     def new_state(self, rng: jax.Array, devices: Devices) -> TrainState:
         """A freshly initialised TrainState, replicated over the devices."""
-        init = jax.jit(self.init_state, out_shardings=devices.replicated).lower(rng)
+        init = _jit_init(self, devices.replicated).lower(rng)
         # Runs once: compiled unoptimised, 3x faster, to the same values (experiments/suite_time).
         return init.compile(compiler_options={"xla_backend_optimization_level": 0})(rng)
 
     def jit_steps(self, devices: Devices) -> JittedSteps:
         """`train_step` and `eval_step` of this config, jitted over the devices' mesh."""
-        return _jit_steps((train_step, eval_step, batch_statistics_step),
-                          steps_config(self.config), self.schedule, devices.replicated,
-                          devices.batch_sharded)
+        return _jit_steps((train_step, eval_step, batch_statistics_step), self.config,
+                          self.schedule, devices.replicated, devices.batch_sharded)
 
 
 def build(config: Config, steps_per_epoch: int = 1) -> Training:
-    """The Training of `config`; `steps_per_epoch` shapes the learning-rate schedule only."""
-    schedule, optimizer = _schedule_and_optimizer(steps_config(config), steps_per_epoch)
-    return Training(config, MobileNetV1(**config.model_kwargs()), schedule, optimizer)
+    """The Training of `config`; `steps_per_epoch` shapes the learning-rate schedule only.
+    Its config keeps only what the steps read (the others at their defaults)."""
+    return _build(steps_config(config), steps_per_epoch)
 
 
 # Fields no step reads: runs of one process that differ only in these (a resumed or repeated
-# run, a notebook's, the tests') share one schedule, optimizer and jitted steps, traced once.
+# run, a notebook's, the tests') share one Training (model, schedule, optimizer) and its
+# jitted steps, traced once.
 NOT_READ_BY_STEPS = tuple(name for name in Config.RUN_CONTROL + Config.LOCATIONS
                           if name != "kernels") + (
     "dataset", "split", "val_fraction", "class_names", "init_from", "seed")
@@ -249,9 +251,17 @@ def steps_config(config: Config) -> Config:
 
 
 @functools.lru_cache(maxsize=16)
-def _schedule_and_optimizer(config: Config, steps_per_epoch: int):
+def _build(config: Config, steps_per_epoch: int) -> Training:
+    # One model object per config: a TrainState's apply_fn is bound to it, and jit traces a
+    # step anew for a state whose apply_fn is bound to another (equal) model object.
     schedule = learning_rate_schedule(config, steps_per_epoch)
-    return schedule, create_optimizer(config, schedule)
+    return Training(config, MobileNetV1(**config.model_kwargs()), schedule,
+                    create_optimizer(config, schedule))
+
+
+@functools.lru_cache(maxsize=16)
+def _jit_init(training: Training, replicated) -> Callable:
+    return jax.jit(training.init_state, out_shardings=replicated)
 
 
 @functools.lru_cache(maxsize=16)
