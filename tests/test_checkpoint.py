@@ -1,4 +1,5 @@
 """Checkpoint paths, retention, the `latest` link, and the errors for bad checkpoints."""
+import functools
 import json
 import pathlib
 import re
@@ -20,6 +21,7 @@ from mobilenet_jax.core.restore import restore
 CONFIG = Config(width_multiplier=0.1, num_classes=10)
 
 
+@functools.cache  # no test donates it
 def make_state(config=CONFIG, seed=0):
     return jax.jit(steps.build(config).init_state)(jax.random.key(seed))
 
@@ -33,6 +35,25 @@ def save_steps(directory, steps, keep=2, val_top1=None):
     checkpoints.close()
 
 
+def saved_once(tmp_path_factory, steps) -> pathlib.Path:
+    workdir = tmp_path_factory.mktemp("saved")
+    save_steps(workdir / "checkpoints", steps)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def step_one(tmp_path_factory):
+    """A workdir whose checkpoints hold step 1 of CONFIG, saved once: tests that change it
+    work on a copy (`copied`)."""
+    return saved_once(tmp_path_factory, [1])
+
+
+def copied(workdir, tmp_path) -> pathlib.Path:
+    """A copy of `workdir`'s checkpoints in tmp_path/checkpoints; its step 1 dir."""
+    shutil.copytree(workdir / "checkpoints", tmp_path / "checkpoints", symlinks=True)
+    return tmp_path / "checkpoints" / "1"
+
+
 def test_latest_link_and_retention_keep_last_n_plus_best(tmp_path):
     save_steps(tmp_path / "checkpoints", [1, 2, 3, 4, 5], keep=2,
                val_top1=[0.1, 0.9, 0.3, 0.2, 0.4])
@@ -41,12 +62,17 @@ def test_latest_link_and_retention_keep_last_n_plus_best(tmp_path):
     assert (tmp_path / "checkpoints" / "latest").resolve().name == "5"
 
 
+@pytest.fixture(scope="module")
+def steps_three_and_seven(tmp_path_factory):
+    return saved_once(tmp_path_factory, [3, 7])
+
+
 @pytest.mark.parametrize("form", ["workdir", "checkpoints", "latest", "step"])
-def test_resolve_accepts_every_form(tmp_path, form):
-    save_steps(tmp_path / "checkpoints", [3, 7])
-    path = {"workdir": tmp_path, "checkpoints": tmp_path / "checkpoints",
-            "latest": tmp_path / "checkpoints" / "latest",
-            "step": tmp_path / "checkpoints" / "7"}[form]
+def test_resolve_accepts_every_form(steps_three_and_seven, form):
+    workdir = steps_three_and_seven
+    path = {"workdir": workdir, "checkpoints": workdir / "checkpoints",
+            "latest": workdir / "checkpoints" / "latest",
+            "step": workdir / "checkpoints" / "7"}[form]
     assert ckpt_lib.resolve(path).name == "7"
 
 
@@ -63,11 +89,10 @@ def test_restore_round_trips_the_state(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_a_restored_state_takes_the_train_step_a_new_one_takes(tmp_path):
+def test_a_restored_state_takes_the_train_step_a_new_one_takes(step_one):
     """The same types (no weakly typed step count): one compiled step, which a resumed run
     loads from the compilation cache instead of compiling it again."""
-    save_steps(tmp_path / "checkpoints", [4])
-    restored = restore(tmp_path / "checkpoints" / "4")
+    restored = restore(step_one / "checkpoints" / "1")
     devices, key = Devices(8), jax.random.key(1)
     training = steps.build(CONFIG)
     batch = devices.global_batch({"image": np.zeros((8, 32, 32, 3), np.uint8),
@@ -118,10 +143,9 @@ def unverified(step_dir):
 
 
 @pytest.mark.parametrize("manifest", [True, False])
-def test_corrupt_checkpoint_is_a_checkpoint_error(tmp_path, manifest):
+def test_corrupt_checkpoint_is_a_checkpoint_error(step_one, tmp_path, manifest):
     """Garbage arrays: refused by the manifest, or (without one) by orbax's own checks."""
-    save_steps(tmp_path / "checkpoints", [1])
-    step_dir = tmp_path / "checkpoints" / "1"
+    step_dir = copied(step_one, tmp_path)
     if not manifest:
         unverified(step_dir)
     for f in (step_dir / "state").rglob("*"):
@@ -132,9 +156,8 @@ def test_corrupt_checkpoint_is_a_checkpoint_error(tmp_path, manifest):
         restore(step_dir)
 
 
-def test_checkpoint_of_another_architecture_is_refused(tmp_path):
-    save_steps(tmp_path / "checkpoints", [1])
-    step_dir = tmp_path / "checkpoints" / "1"
+def test_checkpoint_of_another_architecture_is_refused(step_one, tmp_path):
+    step_dir = copied(step_one, tmp_path)
     with pytest.raises(ckpt_lib.CheckpointError, match="width_multiplier=0.1.*0.25"):
         restore(step_dir, {"width_multiplier": 0.25})
     # a checkpoint whose stored config was altered no longer fits its arrays: refused as
@@ -150,17 +173,17 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
         restore(step_dir)
 
 
-def test_free_flags_may_differ(tmp_path):
-    save_steps(tmp_path / "checkpoints", [1])
+def test_free_flags_may_differ(step_one, tmp_path):
+    copied(step_one, tmp_path)
     assert restore(tmp_path / "checkpoints" / "1", {"kernels": "reference"}).config.kernels == \
         "reference"
 
 
 @pytest.mark.parametrize("depthwise,kernels", [("xla", "reference"), ("vjp", "cpu"),
                                                ("slices", "cpu"), ("auto", "auto")])
-def test_checkpoint_with_a_depthwise_config_restores(tmp_path, depthwise, kernels):
+def test_checkpoint_with_a_depthwise_config_restores(step_one, tmp_path, depthwise, kernels):
     """Configs stored before the kernel policy named the formulation `depthwise`."""
-    save_steps(tmp_path / "checkpoints", [1])
+    copied(step_one, tmp_path)
     unverified(tmp_path / "checkpoints" / "1")  # such checkpoints carry no manifest
     config_file = tmp_path / "checkpoints" / "1" / "config" / "metadata"
     stored = json.loads(config_file.read_text())
@@ -173,10 +196,10 @@ def test_checkpoint_with_a_depthwise_config_restores(tmp_path, depthwise, kernel
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_read_config_starts_no_backend(tmp_path):
+def test_read_config_starts_no_backend(step_one, tmp_path):
     """evaluate sets the allocator from the stored config, which must come before JAX's
     backend starts (process.keep_freed_memory)."""
-    save_steps(tmp_path / "checkpoints", [1])
+    copied(step_one, tmp_path)
     probe = ("import sys\nfrom jax._src import xla_bridge\n"
              "from mobilenet_jax.evaluate import checkpoint_config\n"
              "config = checkpoint_config(sys.argv[1], {'kernels': 'reference'})\n"
@@ -195,9 +218,8 @@ def flip_bit(path, offset=None):
     path.write_bytes(bytes(data))
 
 
-def test_a_flipped_bit_in_any_file_is_refused_with_its_name(tmp_path):
-    save_steps(tmp_path / "checkpoints", [1])
-    good = tmp_path / "checkpoints" / "1"
+def test_a_flipped_bit_in_any_file_is_refused_with_its_name(step_one, tmp_path):
+    good = copied(step_one, tmp_path)
     files = sorted(p.relative_to(good) for p in good.rglob("*") if p.is_file())
     assert len(files) >= 10 and pathlib.Path(ckpt_lib.MANIFEST) in files
     for name in files:
@@ -213,9 +235,8 @@ def test_a_flipped_bit_in_any_file_is_refused_with_its_name(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "remove", "no_manifest"])
-def test_truncated_removed_and_unfinished_checkpoints_are_refused(tmp_path, damage):
-    save_steps(tmp_path / "checkpoints", [1])
-    step_dir = tmp_path / "checkpoints" / "1"
+def test_truncated_removed_and_unfinished_checkpoints_are_refused(step_one, tmp_path, damage):
+    step_dir = copied(step_one, tmp_path)
     victim = max((p for p in step_dir.rglob("*") if p.is_file() and p.name != ckpt_lib.MANIFEST),
                  key=lambda p: p.stat().st_size)
     if damage == "truncate":
@@ -231,10 +252,9 @@ def test_truncated_removed_and_unfinished_checkpoints_are_refused(tmp_path, dama
         restore(step_dir)
 
 
-def test_a_checkpoint_without_manifest_format_restores_unverified(tmp_path, capsys):
+def test_a_checkpoint_without_manifest_format_restores_unverified(step_one, tmp_path, capsys):
     """Checkpoints written before manifests existed still restore, saying so."""
-    save_steps(tmp_path / "checkpoints", [1])
-    step_dir = tmp_path / "checkpoints" / "1"
+    step_dir = copied(step_one, tmp_path)
     unverified(step_dir)
     assert restore(step_dir).step == 1
     assert "restoring it unverified" in capsys.readouterr().err
