@@ -97,6 +97,21 @@ def run(args, cwd, timeout=600, env=None, process=False):
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
+def run_in_one_process(commands, cwd, env, timeout=600):
+    """Each `python -m <args>` of `commands` in turn, as `run` runs them, in one new process
+    with the environment `env` (what only a fresh process has, e.g. a module that cannot be
+    imported); a CompletedProcess for each."""
+    script = ("import json, sys\nsys.path.insert(0, sys.argv[1])\nfrom conftest import run\n"
+              "results = [run(args, '.') for args in json.loads(sys.argv[2])]\n"
+              "print(json.dumps([[r.returncode, r.stdout, r.stderr] for r in results]))")
+    done = subprocess.run([sys.executable, "-c", script, str(REPO / "tests"),
+                           json.dumps([list(map(str, args)) for args in commands])],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [subprocess.CompletedProcess(args, *result) for args, result in
+            zip(commands, json.loads(done.stdout.strip().splitlines()[-1]))]
+
+
 @contextlib.contextmanager
 def optimized():
     """XLA's optimisations on meanwhile, as outside the tests."""

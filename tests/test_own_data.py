@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, REPO, assert_one_line_error, run
+from conftest import CLASSES, REPO, assert_one_line_error, run, run_in_one_process
 from mobilenet_jax import Config
 from mobilenet_jax.data import arrays, from_folder, from_tfds
 from mobilenet_jax.core import checkpoint as ckpt_lib
@@ -205,25 +205,25 @@ def test_a_short_run_evaluates_as_it_trained(tmp_path):
 
 def test_an_array_record_dataset_trains_and_evaluates_where_tensorflow_cannot_be_imported(
         subset_array_record_dir, tmp_path):
-    """Processes in which `import tensorflow` fails (as on a machine without it) train on the
-    subset prepared as ArrayRecord (streamed), evaluate the checkpoint (read into memory) and
-    predict an image file."""
+    """A process in which `import tensorflow` fails (as on a machine without it) trains on the
+    subset prepared as ArrayRecord (streamed), evaluates the checkpoint (read into memory) and
+    predicts an image file."""
     blocker = tmp_path / "no_tensorflow" / "tensorflow"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text('raise ImportError("TensorFlow is not installed")\n')
     env = {**os.environ, "PYTHONPATH": f"{blocker.parent}{os.pathsep}{REPO}"}
     data = ["--data-dir", subset_array_record_dir, "--offline"]
-    result = run(["mobilenet_jax.train", *data, "--split", "train[:10%]", "--alpha", "0.1",
-                  "--epochs", "1", "--batch-size", "32", "--val-fraction", "0",
-                  "--precise-bn-batches", "2", "--input", "stream", "--data-workers", "1",
-                  "--no-progress", "--workdir", "run"],
-                 tmp_path, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
-    result = run(["mobilenet_jax.evaluate", "--ckpt", "run", *data, "--input", "memory",
-                  "--json", "e.json"], tmp_path, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads((tmp_path / "e.json").read_text())["examples"] == 600
     Image.fromarray(np.full((40, 40, 3), 120, np.uint8)).save(tmp_path / "grey.png")
-    result = run(["mobilenet_jax.predict", "--ckpt", "run", "grey.png"], tmp_path, env=env)
+    trained, evaluated, result = run_in_one_process([
+        ["mobilenet_jax.train", *data, "--split", "train[:10%]", "--alpha", "0.1",
+         "--epochs", "1", "--batch-size", "32", "--val-fraction", "0",
+         "--precise-bn-batches", "2", "--input", "stream", "--data-workers", "1",
+         "--no-progress", "--workdir", "run"],
+        ["mobilenet_jax.evaluate", "--ckpt", "run", *data, "--input", "memory",
+         "--json", "e.json"],
+        ["mobilenet_jax.predict", "--ckpt", "run", "grey.png"]], tmp_path, env)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert json.loads((tmp_path / "e.json").read_text())["examples"] == 600
     assert result.returncode == 0 and "grey.png" in result.stdout, result.stderr[-2000:]
 
