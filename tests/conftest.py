@@ -97,19 +97,35 @@ def run(args, cwd, timeout=600, env=None, process=False):
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
-def run_in_one_process(commands, cwd, env, timeout=600):
-    """Each `python -m <args>` of `commands` in turn, as `run` runs them, in one new process
-    with the environment `env` (what only a fresh process has, e.g. a module that cannot be
-    imported); a CompletedProcess for each."""
+def start_in_one_process(commands, cwd, env):
+    """Start one new process with the environment `env` (what only a fresh process has: a
+    module that cannot be imported, another device count) that runs each `python -m <args>`
+    of `commands` in turn, as `run` runs them; `finished` waits for it."""
     script = ("import json, sys\nsys.path.insert(0, sys.argv[1])\nfrom conftest import run\n"
               "results = [run(args, '.') for args in json.loads(sys.argv[2])]\n"
               "print(json.dumps([[r.returncode, r.stdout, r.stderr] for r in results]))")
-    done = subprocess.run([sys.executable, "-c", script, str(REPO / "tests"),
-                           json.dumps([list(map(str, args)) for args in commands])],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stderr[-3000:]
+    process = subprocess.Popen([sys.executable, "-c", script, str(REPO / "tests"),
+                                json.dumps([list(map(str, args)) for args in commands])],
+                               cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    return process, commands
+
+
+def finished(started, timeout=600) -> list:
+    """A CompletedProcess for each command of a `start_in_one_process`."""
+    process, commands = started
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:  # whatever happened, leave no process behind
+        process.kill()
+        process.wait()
+    assert process.returncode == 0, err[-3000:]
     return [subprocess.CompletedProcess(args, *result) for args, result in
-            zip(commands, json.loads(done.stdout.strip().splitlines()[-1]))]
+            zip(commands, json.loads(out.strip().splitlines()[-1]))]
+
+
+def run_in_one_process(commands, cwd, env, timeout=600) -> list:
+    return finished(start_in_one_process(commands, cwd, env), timeout)
 
 
 @contextlib.contextmanager

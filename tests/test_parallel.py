@@ -13,7 +13,7 @@ import jax
 
 from mobilenet_jax.core import steps
 from mobilenet_jax.core.restore import restore
-from tests.conftest import REPO, run, xla_flags
+from tests.conftest import REPO, finished, run, start_in_one_process, xla_flags
 
 COMPARE_STEPS = REPO / "experiments" / "device_count" / "compare_steps.py"
 # Its measure of how far two results of a step differ (`relative_difference`) is the tests'.
@@ -63,28 +63,17 @@ def flags(data_dir, workdir, max_steps):
             "--max-steps", str(max_steps), "--precise-bn-batches", "2"]
 
 
-def train_cli(args, env=None, **kw):
-    return subprocess.Popen([sys.executable, "-m", "mobilenet_jax.train", *args],
-                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
-
-
-def finish(*procs, timeout=400):
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=timeout)
-            assert p.returncode == 0, err[-3000:]
-    finally:
-        for p in procs:  # whatever happened, leave no process behind
-            p.kill()
-            p.wait()
-
-
 def train_all(data_dir, *runs):
-    """Train each (workdir, max_steps, env, *more flags) run: in a process of its own with `env`
-    added to the environment, or with env None here (one device), while the processes run."""
-    procs = [train_cli(flags(data_dir, workdir, steps) + more, env)
-             for workdir, steps, env, *more in runs if env is not None]
+    """Train each (workdir, max_steps, env, *more flags) run: those with env None here (one
+    device), while the others run, one after the other for each env, in a process of that
+    env's own (os.environ with `env` added)."""
+    by_env = {}
+    for workdir, steps, env, *more in runs:
+        if env is not None:
+            by_env.setdefault(tuple(sorted(env.items())), []).append(
+                ["mobilenet_jax.train", *flags(data_dir, workdir, steps), *more])
+    started = [start_in_one_process(commands, REPO, {**os.environ, **dict(env)})
+               for env, commands in by_env.items()]
     try:
         for workdir, steps, env, *more in runs:
             if env is None:
@@ -92,7 +81,9 @@ def train_all(data_dir, *runs):
                              workdir.parent)
                 assert result.returncode == 0, result.stderr[-3000:]
     finally:
-        finish(*procs)
+        results = [result for process in started for result in finished(process)]
+    for result in results:
+        assert result.returncode == 0, result.stderr[-3000:]
 
 
 def assert_same_step(a_dir, b_dir, start_dir=None):
@@ -114,14 +105,16 @@ def test_checkpoints_move_between_device_counts(subset_array_record_dir, tmp_pat
     one, eight = tmp_path / "one", tmp_path / "eight"
     train_all(subset_array_record_dir, (one, 1, None), (eight, 1, EIGHT_DEVICES))
     assert_same_step(eight / "checkpoints" / "1", one / "checkpoints" / "1")
-    for written, same_env, other_env in ((one, None, EIGHT_DEVICES), (eight, EIGHT_DEVICES, None)):
-        start = written.with_name(written.name + "_start")
-        moved = written.with_name(written.name + "_moved")
-        shutil.copytree(written, start, symlinks=True)
-        shutil.copytree(written, moved, symlinks=True)
-        train_all(subset_array_record_dir, (written, 2, same_env), (moved, 2, other_env))
-        assert_same_step(moved / "checkpoints" / "2", written / "checkpoints" / "2",
-                         start / "checkpoints" / "1")
+    both = ((one, None, EIGHT_DEVICES), (eight, EIGHT_DEVICES, None))
+    for written, _, _ in both:
+        shutil.copytree(written, written.with_name(written.name + "_moved"), symlinks=True)
+    train_all(subset_array_record_dir, *[run for written, same_env, other_env in both for run in
+                                          ((written, 2, same_env),
+                                           (written.with_name(written.name + "_moved"), 2,
+                                            other_env))])
+    for written, _, _ in both:  # step 1 is kept beside step 2 (--keep 3)
+        assert_same_step(written.with_name(written.name + "_moved") / "checkpoints" / "2",
+                         written / "checkpoints" / "2", written / "checkpoints" / "1")
 
 
 def free_port():
