@@ -62,7 +62,7 @@ def test_another_tfds_image_dataset_trains_through_the_same_path(tmp_path):
     for name, size in (("mnist", 28), ("tf_flowers", 32)):
         with tfds.testing.mock_data(num_examples=64):
             config = Config(dataset=name, width_multiplier=0.1, batch_size=16, epochs=1,
-                            val_fraction=0, offline=True, progress=False,
+                            val_fraction=0, offline=True, progress=False, precise_bn_batches=2,
                             workdir=str(tmp_path / name))
             result = loop.train(config, num_classes_from_data=True)
         assert result["step"] == 4 and np.isfinite(result["train_loss"])
@@ -112,7 +112,7 @@ def test_backbone_lr_scale_scales_the_backbone_step(trained_run, folder, tmp_pat
         config = Config(image_folder=str(folder), init_from=str(source_dir), num_classes=3,
                         width_multiplier=0.25, backbone_lr_scale=scale, warmup_epochs=0,
                         batch_size=16, epochs=1, val_fraction=0, progress=False,
-                        workdir=str(tmp_path / str(scale)), max_steps=1)
+                        precise_bn_batches=0, workdir=str(tmp_path / str(scale)), max_steps=1)
         loop.train(config)
         state = restore(tmp_path / str(scale) / "checkpoints" / "1").state
         updates[scale] = state.params
@@ -122,7 +122,8 @@ def test_backbone_lr_scale_scales_the_backbone_step(trained_run, folder, tmp_pat
     assert np.abs(full).max() > 0
     np.testing.assert_allclose(scaled, 0.1 * full, rtol=1e-3, atol=1e-7)
     np.testing.assert_allclose(np.asarray(updates[0.1]["classifier"]["kernel"]),
-                               np.asarray(updates[1.0]["classifier"]["kernel"]), rtol=1e-5)
+                               np.asarray(updates[1.0]["classifier"]["kernel"]), rtol=1e-5,
+                               atol=1e-7)  # two compiled steps: rounding near zero
 
 
 def test_own_data_bad_input_is_one_line(folder, trained_run, tmp_path):
