@@ -68,16 +68,16 @@ def train_all(data_dir, *runs):
     device), while the others run, one after the other for each env, in a process of that
     env's own (os.environ with `env` added)."""
     by_env = {}
-    for workdir, steps, env, *more in runs:
+    for workdir, max_steps, env, *more in runs:
         if env is not None:
             by_env.setdefault(tuple(sorted(env.items())), []).append(
-                ["mobilenet_jax.train", *flags(data_dir, workdir, steps), *more])
+                ["mobilenet_jax.train", *flags(data_dir, workdir, max_steps), *more])
     started = [start_in_one_process(commands, REPO, {**os.environ, **dict(env)})
                for env, commands in by_env.items()]
     try:
-        for workdir, steps, env, *more in runs:
+        for workdir, max_steps, env, *more in runs:
             if env is None:
-                result = run(["mobilenet_jax.train", *flags(data_dir, workdir, steps), *more],
+                result = run(["mobilenet_jax.train", *flags(data_dir, workdir, max_steps), *more],
                              workdir.parent)
                 assert result.returncode == 0, result.stderr[-3000:]
     finally:
