@@ -3,6 +3,7 @@
 change fast: without this a short run's evaluated model was at chance while its training was
 near perfect (experiments/eval_statistics)."""
 import dataclasses
+import functools
 import itertools
 from typing import Callable
 
@@ -32,6 +33,11 @@ def recompute(state, split: arrays.Split | StreamedSplit, config: Config, device
     total, count = None, 0
     for batch in itertools.islice(batches, config.precise_bn_batches):
         stats = batch_statistics(state, devices.global_batch(batch), jax.random.fold_in(rng, count))
-        total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+        total = stats if total is None else _add(total, stats)
         count += 1
-    return state.replace(precise_batch_stats=jax.tree.map(lambda v: v / count, total))
+    return state.replace(precise_batch_stats=_divide(total, count))
+
+
+# Jitted: op by op, each statistic's shape would compile an add and a division of its own.
+_add = jax.jit(functools.partial(jax.tree.map, jnp.add))
+_divide = jax.jit(lambda tree, n: jax.tree.map(lambda v: v / n, tree), static_argnums=1)
