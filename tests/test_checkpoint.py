@@ -173,9 +173,8 @@ def test_checkpoint_of_another_architecture_is_refused(step_one, tmp_path):
         restore(step_dir)
 
 
-def test_free_flags_may_differ(step_one, tmp_path):
-    copied(step_one, tmp_path)
-    assert restore(tmp_path / "checkpoints" / "1", {"kernels": "reference"}).config.kernels == \
+def test_free_flags_may_differ(step_one):
+    assert restore(step_one / "checkpoints" / "1", {"kernels": "reference"}).config.kernels == \
         "reference"
 
 
@@ -196,15 +195,14 @@ def test_checkpoint_with_a_depthwise_config_restores(step_one, tmp_path, depthwi
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_read_config_starts_no_backend(step_one, tmp_path):
+def test_read_config_starts_no_backend(step_one):
     """evaluate sets the allocator from the stored config, which must come before JAX's
     backend starts (process.keep_freed_memory)."""
-    copied(step_one, tmp_path)
     probe = ("import sys\nfrom jax._src import xla_bridge\n"
              "from mobilenet_jax.evaluate import checkpoint_config\n"
              "config = checkpoint_config(sys.argv[1], {'kernels': 'reference'})\n"
              "print(config.width_multiplier, config.kernels, bool(xla_bridge._backends))")
-    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "checkpoints" / "1")],
+    out = subprocess.run([sys.executable, "-c", probe, str(step_one / "checkpoints" / "1")],
                          check=True, capture_output=True, text=True).stdout
     assert out.split() == [str(CONFIG.width_multiplier), "reference", "False"]
 

@@ -105,16 +105,14 @@ def test_checkpoints_move_between_device_counts(subset_array_record_dir, tmp_pat
     one, eight = tmp_path / "one", tmp_path / "eight"
     train_all(subset_array_record_dir, (one, 1, None), (eight, 1, EIGHT_DEVICES))
     assert_same_step(eight / "checkpoints" / "1", one / "checkpoints" / "1")
-    both = ((one, None, EIGHT_DEVICES), (eight, EIGHT_DEVICES, None))
-    for written, _, _ in both:
-        shutil.copytree(written, written.with_name(written.name + "_moved"), symlinks=True)
-    train_all(subset_array_record_dir, *[run for written, same_env, other_env in both for run in
-                                          ((written, 2, same_env),
-                                           (written.with_name(written.name + "_moved"), 2,
-                                            other_env))])
-    for written, _, _ in both:  # step 1 is kept beside step 2 (--keep 3)
-        assert_same_step(written.with_name(written.name + "_moved") / "checkpoints" / "2",
-                         written / "checkpoints" / "2", written / "checkpoints" / "1")
+    moved = {written: written.with_name(written.name + "_moved") for written in (one, eight)}
+    for written, copy in moved.items():
+        shutil.copytree(written, copy, symlinks=True)
+    train_all(subset_array_record_dir, (one, 2, None), (moved[one], 2, EIGHT_DEVICES),
+              (eight, 2, EIGHT_DEVICES), (moved[eight], 2, None))
+    for written, copy in moved.items():  # step 1 is kept beside step 2 (--keep 3)
+        assert_same_step(copy / "checkpoints" / "2", written / "checkpoints" / "2",
+                         written / "checkpoints" / "1")
 
 
 def free_port():

@@ -227,8 +227,8 @@ class Training:
 
     def jit_steps(self, devices: Devices) -> JittedSteps:
         """`train_step` and `eval_step` of this config, jitted over the devices' mesh."""
-        return _jit_steps((train_step, eval_step, batch_statistics_step), self.config,
-                          self.schedule, devices.replicated, devices.batch_sharded)
+        return _jit_steps(self, (train_step, eval_step, batch_statistics_step),
+                          devices.replicated, devices.batch_sharded)
 
 
 def build(config: Config, steps_per_epoch: int = 1) -> Training:
@@ -265,11 +265,12 @@ def _jit_init(training: Training, replicated) -> Callable:
 
 
 @functools.lru_cache(maxsize=16)
-def _jit_steps(step_functions: tuple, config: Config, schedule: optax.Schedule, replicated,
+def _jit_steps(training: Training, step_functions: tuple, replicated,
                batch_sharded) -> JittedSteps:
     train, evaluate, statistics = step_functions  # a key too: a wrapped step is jitted anew
+    config = training.config
     return JittedSteps(
-        jax.jit(functools.partial(train, config=config, schedule=schedule),
+        jax.jit(functools.partial(train, config=config, schedule=training.schedule),
                 out_shardings=replicated, donate_argnums=0),
         jax.jit(functools.partial(evaluate, config=config),
                 out_shardings=(replicated, batch_sharded)),
