@@ -121,15 +121,22 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one(subset_array_record_dir, tmp_path):
+def test_two_processes_match_one_and_a_run_resumes_on_another_process_count(
+        subset_array_record_dir, tmp_path):
     """Two processes joined by jax.distributed on 127.0.0.1 (gloo CPU collectives), each
     streaming only its share of the global batch, take the first step one process takes
-    with the split in memory."""
+    with the split in memory; and a checkpoint one process wrote resumes on two, which take
+    the step the one process takes from it."""
     single, multi = tmp_path / "single", tmp_path / "multi"
+    moved = single.with_name("single_moved")
+    train_all(subset_array_record_dir, (single, 1, None, "--input", "memory"))
+    shutil.copytree(single, moved, symlinks=True)
     port = free_port()
     coordinator = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2"}
     train_all(subset_array_record_dir,
-              *[(multi, 1, {**coordinator, "JAX_PROCESS_ID": str(i)}, "--input", "stream")
-                for i in range(2)],
-              (single, 1, None, "--input", "memory"))
+              *[(workdir, max_steps, {**coordinator, "JAX_PROCESS_ID": str(i)}, "--input", "stream")
+                for i in range(2) for workdir, max_steps in ((multi, 1), (moved, 2))],
+              (single, 2, None, "--input", "memory"))
     assert_same_step(multi / "checkpoints" / "1", single / "checkpoints" / "1")
+    assert_same_step(moved / "checkpoints" / "2", single / "checkpoints" / "2",
+                     single / "checkpoints" / "1")

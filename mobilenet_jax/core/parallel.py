@@ -12,7 +12,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
 def maybe_initialize_distributed(requested: bool) -> None:
-    """Join a multi-process run when asked, or when a cluster launcher says so."""
+    """Join a multi-process run when asked, or when a cluster launcher says so (once per
+    process: a second run in the same process stays in the run it joined)."""
+    if jax.distributed.is_initialized():
+        return
     cluster = (int(os.environ.get("SLURM_NTASKS", "1")) > 1
                or int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
                or "JAX_COORDINATOR_ADDRESS" in os.environ)
@@ -47,8 +50,9 @@ class Devices:
         self.batch_sharded = NamedSharding(self.mesh, P("data"))
         n = jax.device_count()
         if global_batch_size % n:
+            fitting = n * max(1, global_batch_size // n)
             raise ValueError(f"batch_size {global_batch_size} must be a multiple of the number "
-                             f"of devices ({n}); pass --batch-size {n * max(1, global_batch_size // n)}")
+                             f"of devices ({n}); pass --batch-size {fitting}")
         self.process_index, self.process_count = jax.process_index(), jax.process_count()
         if global_batch_size % self.process_count:
             raise ValueError(f"batch_size {global_batch_size} must split evenly over "
