@@ -42,16 +42,6 @@ def other_jaxlib(tmp_path):
     return tmp_path / "other_jaxlib"
 
 
-def test_damaged_entries_are_compiled_again_without_a_word(folder_run, tmp_path):
-    cache = tmp_path / "cache"
-    first, entries = evaluate(folder_run, cache, "--compile-cache", str(cache))
-    for entry in entries:
-        entry.write_bytes(b"not a compiled program")
-    again, _ = evaluate(folder_run, cache, "--compile-cache", str(cache))
-    assert again.stdout == first.stdout
-    assert HIT not in again.stderr and "persistent compilation cache" not in again.stderr.lower()
-
-
 def test_the_default_is_a_per_user_directory_and_off_writes_nothing(folder_run, tmp_path):
     home = tmp_path / "xdg"
     _, entries = evaluate(folder_run, home / "mobilenet_jax" / "jax", XDG_CACHE_HOME=str(home))
@@ -77,8 +67,10 @@ def test_an_unusable_directory_is_one_line_or_turns_the_default_off(
     assert "compilation cache off" in capsys.readouterr().err
 
 
-def test_the_next_process_loads_the_compiled_steps_of_its_own_version_and_devices(
+def test_the_next_process_loads_its_own_compiled_steps_and_compiles_damaged_ones_again(
         folder_run, tmp_path, other_jaxlib):
+    """A second process loads the steps the first compiled; one with 8 devices or another
+    jaxlib loads none of them; entries damaged on disk are compiled again without a word."""
     cache = tmp_path / "cache"
     first, entries = evaluate(folder_run, cache, "--compile-cache", str(cache))
     assert any(e.name.startswith("jit_eval_step-") for e in entries), entries
@@ -92,3 +84,9 @@ def test_the_next_process_loads_the_compiled_steps_of_its_own_version_and_device
     other_version, _ = evaluate(folder_run, cache, "--compile-cache", str(cache),
                                 PYTHONPATH=str(other_jaxlib))
     assert HIT not in other_version.stderr and other_version.stdout == first.stdout
+    for entry in entries:
+        entry.write_bytes(b"not a compiled program")
+    damaged, _ = evaluate(folder_run, cache, "--compile-cache", str(cache))
+    assert damaged.stdout == first.stdout
+    assert HIT not in damaged.stderr
+    assert "persistent compilation cache" not in damaged.stderr.lower()
