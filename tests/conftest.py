@@ -112,8 +112,10 @@ def start_in_one_process(commands, cwd, env):
     return process, commands
 
 
-def finished(started, timeout=600) -> list:
-    """A CompletedProcess for each command of a `start_in_one_process`."""
+def finished(started, timeout=600, quiet=False) -> list:
+    """A CompletedProcess for each command of a `start_in_one_process`. `quiet`: the process
+    wrote nothing to its own stderr (what the commands' threads or the C++ libraries print
+    outside a command, up to the exit)."""
     process, commands = started
     try:
         out, err = process.communicate(timeout=timeout)
@@ -121,12 +123,13 @@ def finished(started, timeout=600) -> list:
         process.kill()
         process.wait()
     assert process.returncode == 0, err[-3000:]
+    assert not (quiet and err), err[-3000:]
     return [subprocess.CompletedProcess(args, *result) for args, result in
             zip(commands, json.loads(out.strip().splitlines()[-1]))]
 
 
-def run_in_one_process(commands, cwd, env, timeout=600) -> list:
-    return finished(start_in_one_process(commands, cwd, env), timeout)
+def run_in_one_process(commands, cwd, env, timeout=600, quiet=False) -> list:
+    return finished(start_in_one_process(commands, cwd, env), timeout, quiet)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from mobilenet_jax.core import checkpoint as ckpt_lib
-from conftest import MIN_TEST_TOP1, assert_one_line_error, run
+from conftest import MIN_TEST_TOP1, assert_one_line_error, run, run_in_one_process
 
 
 def test_train_then_evaluate_latest_beats_chance(trained_run):
@@ -163,12 +163,10 @@ def small_filesystem(tmp_path):
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
-def _disk_full_train(workdir, data_dir, *flags, process=True):
-    # A process where a save fails: it must print nothing more up to the exit.
-    return run(["mobilenet_jax.train", "--alpha", "0.1", "--batch-size", "32", "--split",
-                "train[:10%]", "--epochs", "5", "--precise-bn-batches", "2", "--data-dir",
-                data_dir, "--offline", "--no-progress", "--workdir", str(workdir), *flags],
-               workdir.parent, process=process)
+def _disk_full_train(workdir, data_dir, *flags):
+    return ["mobilenet_jax.train", "--alpha", "0.1", "--batch-size", "32", "--split",
+            "train[:10%]", "--epochs", "5", "--precise-bn-batches", "2", "--data-dir", data_dir,
+            "--offline", "--no-progress", "--workdir", str(workdir), *flags]
 
 
 def _assert_checkpoints_left(checkpoints, count):
@@ -179,33 +177,30 @@ def _assert_checkpoints_left(checkpoints, count):
         assert ckpt_lib.verify(left[0]) and (checkpoints / "latest").resolve() == left[0]
 
 
-def test_disk_full_at_the_first_save_is_one_line(subset_array_record_dir, small_filesystem):
-    """A workdir on a filesystem too small for one checkpoint: exit 2 with one line, nothing
-    half-written left."""
-    workdir = small_filesystem("200k") / "run"
-    assert_one_line_error(_disk_full_train(workdir, subset_array_record_dir), "disk is full")
-    _assert_checkpoints_left(workdir / "checkpoints", 0)
-
-
-def test_disk_full_at_a_later_save_keeps_the_last_checkpoint(subset_array_record_dir,
-                                                             small_filesystem):
-    """The filesystem fills up at the second save: exit 2 with one line, the first checkpoint
-    intact and `latest`, nothing half-written. The first checkpoint is written with room to
-    spare (a save's transient peak varies), then the filesystem is shrunk to less free space
-    than a checkpoint takes (~1 MB at alpha 0.1) and the run resumed."""
+def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(subset_array_record_dir,
+                                                               small_filesystem):
+    """Runs whose save fails for want of room, in one process that must print nothing more
+    up to its exit: on a filesystem too small for one checkpoint, exit 2 with one line and
+    nothing half-written left; on one that fills up at the second save, exit 2 with one line,
+    the first checkpoint intact and `latest`, nothing half-written. That first checkpoint is
+    written with room to spare (a save's transient peak varies), then the filesystem is shrunk
+    to less free space than a checkpoint takes (~1 MB at alpha 0.1) and the run resumed."""
+    at_first = small_filesystem("200k") / "run"
     fs = small_filesystem("20m")
-    workdir = fs / "run"
-    first = _disk_full_train(workdir, subset_array_record_dir, "--max-steps", "8",
-                             process=False)
+    at_second = fs / "run"
+    first = run(_disk_full_train(at_second, subset_array_record_dir, "--max-steps", "8"), fs)
     assert first.returncode == 0, first.stderr[-2000:]
     stat = os.statvfs(fs)
     used_kib = (stat.f_blocks - stat.f_bfree) * stat.f_frsize // 1024
     remount = subprocess.run(["mount", "-o", f"remount,size={used_kib + 300}k", str(fs)],
                              capture_output=True, text=True)
     assert remount.returncode == 0, remount.stderr
-    result = _disk_full_train(workdir, subset_array_record_dir)
-    assert_one_line_error(result, "disk is full")
-    _assert_checkpoints_left(workdir / "checkpoints", 1)
+    results = run_in_one_process([_disk_full_train(workdir, subset_array_record_dir)
+                                  for workdir in (at_first, at_second)], fs, os.environ,
+                                 quiet=True)
+    for result, workdir, left in zip(results, (at_first, at_second), (0, 1)):
+        assert_one_line_error(result, "disk is full")
+        _assert_checkpoints_left(workdir / "checkpoints", left)
 
 
 def test_read_only_workdir_is_one_line(subset_dir, small_filesystem):
