@@ -1,6 +1,7 @@
 """One training path from 1 device to 8 devices to 2 processes: the same step up to the
-rounding of summation order, and checkpoints that move between device counts. The processes
-read the subset's ArrayRecord copy: the same records, without TensorFlow's start-up."""
+rounding of summation order, and checkpoints that move between device and process counts.
+The processes read the subset's ArrayRecord copy: the same records, without TensorFlow's
+start-up."""
 import importlib.util
 import json
 import os
@@ -99,44 +100,43 @@ def assert_same_step(a_dir, b_dir, start_dir=None):
         assert difference <= FRACTION[name], (name, difference)
 
 
-def test_checkpoints_move_between_device_counts(subset_array_record_dir, tmp_path):
-    """A checkpoint written on 1 device resumes on 8 and one written on 8 resumes on 1, each
-    taking the step that the device count that wrote it takes."""
-    one, eight = tmp_path / "one", tmp_path / "eight"
-    train_all(subset_array_record_dir, (one, 1, None), (eight, 1, EIGHT_DEVICES))
-    assert_same_step(eight / "checkpoints" / "1", one / "checkpoints" / "1")
-    moved = {written: written.with_name(written.name + "_moved") for written in (one, eight)}
-    for written, copy in moved.items():
-        shutil.copytree(written, copy, symlinks=True)
-    train_all(subset_array_record_dir, (one, 2, None), (moved[one], 2, EIGHT_DEVICES),
-              (eight, 2, EIGHT_DEVICES), (moved[eight], 2, None))
-    for written, copy in moved.items():  # step 1 is kept beside step 2 (--keep 3)
-        assert_same_step(copy / "checkpoints" / "2", written / "checkpoints" / "2",
-                         written / "checkpoints" / "1")
-
-
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one_and_a_run_resumes_on_another_process_count(
+def test_one_device_eight_and_two_processes_take_one_step_and_checkpoints_move_between_them(
         subset_array_record_dir, tmp_path):
-    """Two processes joined by jax.distributed on 127.0.0.1 (gloo CPU collectives), each
-    streaming only its share of the global batch, take the first step one process takes
-    with the split in memory; and a checkpoint one process wrote resumes on two, which take
-    the step the one process takes from it."""
-    single, multi = tmp_path / "single", tmp_path / "multi"
-    moved = single.with_name("single_moved")
-    train_all(subset_array_record_dir, (single, 1, None, "--input", "memory"))
-    shutil.copytree(single, moved, symlinks=True)
-    port = free_port()
-    coordinator = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2"}
+    """8 devices, and two processes joined by jax.distributed on 127.0.0.1 (gloo CPU
+    collectives) each streaming only its share of the global batch, take the first step one
+    device takes with the split in memory; a checkpoint written on 1 device resumes on 8 and
+    on two processes, and one written on 8 resumes on 1, each taking the step that the
+    device count that wrote it takes."""
+    one, eight, two, one_on_eight, one_on_two, eight_on_one = (
+        tmp_path / name for name in ("one", "eight", "two", "one_on_eight", "one_on_two",
+                                     "eight_on_one"))
+    in_memory, streamed = ("--input", "memory"), ("--input", "stream")
+    train_all(subset_array_record_dir, (one, 1, None, *in_memory))
+    for copy in (one_on_eight, one_on_two):
+        shutil.copytree(one, copy, symlinks=True)
+    coordinator = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{free_port()}",
+                   "JAX_NUM_PROCESSES": "2"}
+    two_processes = [{**coordinator, "JAX_PROCESS_ID": str(i)} for i in range(2)]
+    # each process's runs one after the other; the 1-device run meanwhile
     train_all(subset_array_record_dir,
-              *[(workdir, max_steps, {**coordinator, "JAX_PROCESS_ID": str(i)}, "--input", "stream")
-                for i in range(2) for workdir, max_steps in ((multi, 1), (moved, 2))],
-              (single, 2, None, "--input", "memory"))
-    assert_same_step(multi / "checkpoints" / "1", single / "checkpoints" / "1")
-    assert_same_step(moved / "checkpoints" / "2", single / "checkpoints" / "2",
-                     single / "checkpoints" / "1")
+              *[(workdir, max_steps, EIGHT_DEVICES)
+                for workdir, max_steps in ((eight, 1), (eight, 2), (one_on_eight, 2))],
+              *[(workdir, max_steps, env, *streamed) for env in two_processes
+                for workdir, max_steps in ((two, 1), (one_on_two, 2))],
+              (one, 2, None, *in_memory))
+    # eight's run as it was at step 1 (step 1 is kept beside step 2: --keep 3)
+    shutil.copytree(eight, eight_on_one, symlinks=True,
+                    ignore=lambda directory, names: ["2"] if directory.endswith("checkpoints")
+                    else [])
+    train_all(subset_array_record_dir, (eight_on_one, 2, None, *in_memory))
+    for first in (eight, two):
+        assert_same_step(first / "checkpoints" / "1", one / "checkpoints" / "1")
+    for copy, written in ((one_on_eight, one), (one_on_two, one), (eight_on_one, eight)):
+        assert_same_step(copy / "checkpoints" / "2", written / "checkpoints" / "2",
+                         written / "checkpoints" / "1")
