@@ -221,9 +221,7 @@ class Training:
 
     def new_state(self, rng: jax.Array, devices: Devices) -> TrainState:
         """A freshly initialised TrainState, replicated over the devices."""
-        init = _jit_init(self, devices.replicated).lower(rng)
-        # Runs once: compiled unoptimised, 3x faster, to the same values (experiments/suite_time).
-        return init.compile(compiler_options={"xla_backend_optimization_level": 0})(rng)
+        return _compiled_init(self, devices.replicated)(rng)
 
     def jit_steps(self, devices: Devices) -> JittedSteps:
         """`train_step` and `eval_step` of this config, jitted over the devices' mesh."""
@@ -262,6 +260,13 @@ def _build(config: Config, steps_per_epoch: int) -> Training:
 @functools.lru_cache(maxsize=16)
 def _jit_init(training: Training, replicated) -> Callable:
     return jax.jit(training.init_state, out_shardings=replicated)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_init(training: Training, replicated) -> Callable:
+    # Runs once a run: compiled unoptimised, 3x faster, to the same values (experiments/suite_time).
+    return _jit_init(training, replicated).lower(jax.random.key(0)).compile(
+        compiler_options={"xla_backend_optimization_level": 0})
 
 
 @functools.lru_cache(maxsize=16)
