@@ -73,6 +73,19 @@ E2E_FLAGS = ["--alpha", "0.25", "--epochs", "5", "--batch-size", "64", "--val-fr
 MIN_TEST_TOP1 = 0.40
 
 
+def tiny_config(data_dir, workdir, **kw):
+    """The loop tests' run: equal configs share their compiled steps (in one process, and
+    through the compilation cache across processes). 300 images of the subset: 30 for
+    validation, 270 for training = 8 steps of 32 per epoch. 2 batches recompute the BatchNorm
+    statistics: the mechanism at a tenth of the default's cost (what the default gives:
+    test_own_data.test_a_short_run_evaluates_as_it_trained)."""
+    from mobilenet_jax import Config
+    return Config(**{**dict(width_multiplier=0.1, batch_size=32, split="train[:10%]",
+                            val_fraction=0.1, epochs=2, data_dir=data_dir, offline=True,
+                            progress=False, workdir=str(workdir), keep=2, precise_bn_batches=2),
+                     **kw})
+
+
 def run(args, cwd, timeout=600, env=None, process=False):
     """`python -m <args>` in `cwd`: its exit code, stdout and stderr. In this process
     (`main(argv)`, SystemExit caught) unless `process` or `env` asks for a real one, for what

@@ -164,9 +164,11 @@ def small_filesystem(tmp_path):
 
 
 def _disk_full_train(workdir, data_dir, *flags):
+    # conftest.tiny_config's run (its compiled steps are in the compilation cache)
     return ["mobilenet_jax.train", "--alpha", "0.1", "--batch-size", "32", "--split",
-            "train[:10%]", "--epochs", "5", "--precise-bn-batches", "2", "--data-dir", data_dir,
-            "--offline", "--no-progress", "--workdir", str(workdir), *flags]
+            "train[:10%]", "--epochs", "2", "--keep", "2", "--precise-bn-batches", "2",
+            "--data-dir", data_dir, "--offline", "--no-progress", "--workdir", str(workdir),
+            *flags]
 
 
 def _assert_checkpoints_left(checkpoints, count):

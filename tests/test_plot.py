@@ -1,7 +1,7 @@
 """plot: training curves of one run or several, from their metrics.jsonl and config.json."""
 import json
 
-from conftest import assert_one_line_error, run
+from conftest import assert_one_line_error, run, tiny_config
 from mobilenet_jax.training import curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -81,11 +81,8 @@ def test_plot_bad_input_is_one_line(tmp_path):
 
 
 def test_train_draws_curves_after_each_epoch(subset_dir, tmp_path):
-    from mobilenet_jax import Config
     from mobilenet_jax.training import loop
-    loop.train(Config(width_multiplier=0.1, batch_size=32, split="train[:10%]",
-                           val_fraction=0.1, epochs=1, data_dir=subset_dir, offline=True,
-                           progress=False, workdir=str(tmp_path)))
+    loop.train(tiny_config(subset_dir, tmp_path))
     assert png_size(tmp_path / "curves.png")[0] > 800
     assert not list(tmp_path.glob(".curves.png.tmp"))
 

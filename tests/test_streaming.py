@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, run
-from mobilenet_jax import Config, process
+from conftest import CLASSES, run, tiny_config
+from mobilenet_jax import process
 from mobilenet_jax.core.restore import restore
 from mobilenet_jax.data import arrays, from_folder, from_tfds, images, streaming
 from mobilenet_jax.training import loop
@@ -112,10 +112,8 @@ def test_the_subset_streams_as_array_records_and_trains_as_in_memory(subset_arra
     """The same training run from memory and streamed: bit-identical parameters."""
     results = {}
     for input in ("memory", "stream"):
-        config = Config(width_multiplier=0.1, batch_size=32, split="train[:10%]", epochs=1,
-                        data_dir=subset_array_record_dir, offline=True, progress=False,
-                        precise_bn_batches=2, input=input, workdir=str(tmp_path / input))
-        loop.train(config)
+        loop.train(tiny_config(subset_array_record_dir, tmp_path / input, max_steps=8,
+                               input=input))  # one epoch
         results[input] = restore(tmp_path / input / "checkpoints" / "8").state
     assert isinstance(from_tfds.load("cifar100", "test", subset_array_record_dir, True,
                                      input="stream"), streaming.StreamedSplit)

@@ -4,22 +4,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import tiny_config
 from mobilenet_jax import Config
 from mobilenet_jax.core import parallel, steps
 from mobilenet_jax.training import loop
 from mobilenet_jax.training.step_metrics import TrainingStopped
 from mobilenet_jax.core.restore import restore
-
-
-def tiny_config(subset_dir, workdir, **kw):
-    # 300 images: 30 for validation, 270 for training = 8 steps of 32 per epoch.
-    # 2 batches recompute the BatchNorm statistics: the mechanism at a tenth of the default's
-    # cost (what the default gives: test_own_data.test_a_short_run_evaluates_as_it_trained).
-    base = dict(width_multiplier=0.1, batch_size=32, split="train[:10%]", val_fraction=0.1,
-                epochs=3, data_dir=subset_dir, offline=True, progress=False,
-                workdir=str(workdir), keep=2, precise_bn_batches=2)
-    base.update(kw)
-    return Config(**base)
 
 
 def restored(workdir, step):
@@ -56,7 +46,7 @@ def test_resume_is_exact(subset_dir, tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("ahead", [None, RUN_AHEAD])
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(subset_dir, tmp_path, monkeypatch, ahead):
     """Also when the loss is read late: it is read before anything is saved."""
-    config = tiny_config(subset_dir, tmp_path, epochs=2, checkpoint_every=1)
+    config = tiny_config(subset_dir, tmp_path, checkpoint_every=1)
     if ahead:
         monkeypatch.setattr(parallel, "run_ahead", lambda backend: ahead)
     real_step = steps.train_step
@@ -88,15 +78,15 @@ def test_resume_falls_back_past_a_corrupt_newest_checkpoint(subset_dir, tmp_path
     """The newest checkpoint corrupted: the rerun sets it aside, resumes from the one before
     and ends exactly where an uninterrupted run ends."""
     a, b = tmp_path / "straight", tmp_path / "corrupted"
-    loop.train(tiny_config(subset_dir, a, epochs=2))
-    loop.train(tiny_config(subset_dir, b, epochs=2, max_steps=12))  # saves 8 and 12
+    loop.train(tiny_config(subset_dir, a))
+    loop.train(tiny_config(subset_dir, b, max_steps=12))  # saves 8 and 12
     state_file = max((p for p in (b / "checkpoints" / "12" / "state").rglob("*") if p.is_file()),
                      key=lambda p: p.stat().st_size)
     data = bytearray(state_file.read_bytes())
     data[len(data) // 2] ^= 1
     state_file.write_bytes(bytes(data))
     capsys.readouterr()
-    loop.train(tiny_config(subset_dir, b, epochs=2))
+    loop.train(tiny_config(subset_dir, b))
     out = capsys.readouterr().out
     assert "12 is corrupt" in out and "moved it to 12.corrupt" in out
     assert "resuming" in out and "from step 8" in out
