@@ -2,6 +2,7 @@
 rounding of summation order, and checkpoints that move between device and process counts.
 The processes read the subset's ArrayRecord copy: the same records, without TensorFlow's
 start-up."""
+import functools
 import importlib.util
 import json
 import os
@@ -87,12 +88,16 @@ def train_all(data_dir, *runs):
         assert result.returncode == 0, result.stderr[-3000:]
 
 
+# A checkpoint that several comparisons read is restored once (nothing changes it meanwhile).
+restored = functools.cache(restore)
+
+
 def assert_same_step(a_dir, b_dir, start_dir=None):
     """The checkpoints in a_dir and b_dir took the same step from the one in start_dir (from
     the initial state when None): same step, data position and RNG, and states that differ by
     no more than summation order makes them."""
-    a, b = restore(a_dir), restore(b_dir)
-    start = (restore(start_dir).state if start_dir else
+    a, b = restored(a_dir), restored(b_dir)
+    start = (restored(start_dir).state if start_dir else
              jax.jit(steps.build(a.config).init_state)(jax.random.key(a.config.seed)))
     assert int(a.state.step) == int(b.state.step) == int(start.step) + 1
     assert a.position == b.position
