@@ -163,8 +163,8 @@ def small_filesystem(tmp_path):
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
-def _disk_full_train(workdir, data_dir, *flags):
-    # conftest.tiny_config's run (its compiled steps are in the compilation cache)
+def _disk_full_args(workdir, data_dir, *flags):
+    # conftest.tiny_config's run: the compilation cache may hold its steps already
     return ["mobilenet_jax.train", "--alpha", "0.1", "--batch-size", "32", "--split",
             "train[:10%]", "--epochs", "2", "--keep", "2", "--precise-bn-batches", "2",
             "--data-dir", data_dir, "--offline", "--no-progress", "--workdir", str(workdir),
@@ -190,14 +190,14 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(subset_array_reco
     at_first = small_filesystem("200k") / "run"
     fs = small_filesystem("20m")
     at_second = fs / "run"
-    first = run(_disk_full_train(at_second, subset_array_record_dir, "--max-steps", "8"), fs)
+    first = run(_disk_full_args(at_second, subset_array_record_dir, "--max-steps", "8"), fs)
     assert first.returncode == 0, first.stderr[-2000:]
     stat = os.statvfs(fs)
     used_kib = (stat.f_blocks - stat.f_bfree) * stat.f_frsize // 1024
     remount = subprocess.run(["mount", "-o", f"remount,size={used_kib + 300}k", str(fs)],
                              capture_output=True, text=True)
     assert remount.returncode == 0, remount.stderr
-    results = run_in_one_process([_disk_full_train(workdir, subset_array_record_dir)
+    results = run_in_one_process([_disk_full_args(workdir, subset_array_record_dir)
                                   for workdir in (at_first, at_second)], fs, os.environ,
                                  quiet=True)
     for result, workdir, left in zip(results, (at_first, at_second), (0, 1)):
