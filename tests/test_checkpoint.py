@@ -306,10 +306,10 @@ def test_relative_paths_restore(tmp_path, monkeypatch):
 SAVE_FOREVER = """
 import sys, jax, numpy as np
 from mobilenet_jax import Config
-from mobilenet_jax.core import checkpoint, steps
+from mobilenet_jax.core import checkpoint, parallel, steps
 config = Config(width_multiplier=0.1, num_classes=10)
 # a state of the model's structure and shapes, in zeros: nothing to compile before saving
-shapes = jax.eval_shape(steps.build(config).init_state, jax.random.key(0))
+shapes = steps.build(config).abstract_state(parallel.Devices(config.batch_size))
 state = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), shapes)
 checkpoints = checkpoint.Checkpoints(sys.argv[1], keep=3, keep_best=False)
 step = checkpoints.latest_step() or 0
