@@ -6,9 +6,11 @@ import subprocess
 import sys
 import time
 
+import jax
 import pytest
 
 from mobilenet_jax.core import checkpoint as ckpt_lib
+from mobilenet_jax.core.restore import restore
 from conftest import MIN_TEST_TOP1, assert_one_line_error, run, run_in_one_process
 
 
@@ -69,14 +71,15 @@ def test_evaluate_missing_and_corrupt_checkpoints(trained_run, tmp_path):
     (broken / ckpt_lib.POSITION_FILE).write_text(json.dumps({**position, "format": 1}))
     assert_one_line_error(run(["mobilenet_jax.evaluate", "--ckpt", str(broken)], tmp_path),
                           "cannot be restored")
-    # Orbax's array metadata of such a checkpoint cut in half fails its reads half-way; their
+    # Such a checkpoint's array data cut in half fails orbax's reads half-way; their
     # coroutines are collected at exit, and must not print after the error line (a process).
     cut = tmp_path / "cut"
     shutil.copytree(broken, cut)
     shutil.rmtree(cut / "state")
     shutil.copytree((cwd / "checkpoints" / "latest").resolve() / "state", cut / "state")
-    metadata = next((cut / "state" / "array_metadatas").iterdir())
-    metadata.write_bytes(metadata.read_bytes()[:metadata.stat().st_size // 2])
+    data = max((cut / "state" / "ocdbt.process_0" / "d").iterdir(),
+               key=lambda p: p.stat().st_size)
+    data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
     assert_one_line_error(run(["mobilenet_jax.evaluate", "--ckpt", str(cut)], tmp_path,
                               process=True),
                           "cannot be restored")
@@ -182,27 +185,34 @@ def _assert_checkpoints_left(checkpoints, count):
 def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(subset_array_record_dir,
                                                                small_filesystem):
     """Runs whose save fails for want of room, in one process that must print nothing more
-    up to its exit: on a filesystem too small for one checkpoint, exit 2 with one line and
-    nothing half-written left; on one that fills up at the second save, exit 2 with one line,
-    the first checkpoint intact and `latest`, nothing half-written. That first checkpoint is
-    written with room to spare (a save's transient peak varies), then the filesystem is shrunk
-    to less free space than a checkpoint takes (~1 MB at alpha 0.1) and the run resumed."""
+    up to its exit, each ending in exit 2 and one line. On a filesystem with less room than
+    the state's arrays, the save is refused before anything is written: nothing is left. On
+    one that fills up part-way through the second save (room for the arrays, not for the
+    whole checkpoint), the first checkpoint stays intact and `latest`; writes orbax still had
+    in flight may land after the failed save was removed, and the next start removes them.
+    The first checkpoint is written with room to spare (a save's transient peak varies), then
+    the filesystem is shrunk and the run resumed."""
     at_first = small_filesystem("200k") / "run"
     fs = small_filesystem("20m")
     at_second = fs / "run"
     first = run(_disk_full_args(at_second, subset_array_record_dir, "--max-steps", "8"), fs)
     assert first.returncode == 0, first.stderr[-2000:]
+    arrays_kib = sum(a.nbytes for a in jax.tree.leaves(ckpt_lib.stored_arrays(
+        restore(at_second / "checkpoints" / "8").state))) // 1024
     stat = os.statvfs(fs)
-    used_kib = (stat.f_blocks - stat.f_bfree) * stat.f_frsize // 1024
-    remount = subprocess.run(["mount", "-o", f"remount,size={used_kib + 300}k", str(fs)],
-                             capture_output=True, text=True)
+    used_kib = (stat.f_blocks - stat.f_bfree) * stat.f_frsize // 1024  # ~ one checkpoint
+    assert used_kib > arrays_kib + 100  # what a checkpoint holds besides its arrays
+    remount = subprocess.run(["mount", "-o", f"remount,size={used_kib + arrays_kib + 50}k",
+                              str(fs)], capture_output=True, text=True)
     assert remount.returncode == 0, remount.stderr
     results = run_in_one_process([_disk_full_args(workdir, subset_array_record_dir)
                                   for workdir in (at_first, at_second)], fs, os.environ,
                                  quiet=True)
-    for result, workdir, left in zip(results, (at_first, at_second), (0, 1)):
+    for result in results:
         assert_one_line_error(result, "disk is full")
-        _assert_checkpoints_left(workdir / "checkpoints", left)
+    _assert_checkpoints_left(at_first / "checkpoints", 0)
+    ckpt_lib.Checkpoints(at_second / "checkpoints").close()  # what the next start does first
+    _assert_checkpoints_left(at_second / "checkpoints", 1)
 
 
 def test_read_only_workdir_is_one_line(subset_dir, small_filesystem):
