@@ -87,8 +87,8 @@ class Checkpoints:
         step = int(state.step)
         step_dir = self.directory / str(step)
         try:
-            # Host copies (the state is replicated): orbax writes them in half the time it
-            # takes for device arrays (experiments/checkpoint_time).
+            # Host copies (the state is replicated): orbax writes them in 40-65 % of the time
+            # it takes for device arrays (experiments/checkpoint_time).
             arrays = jax.device_get(stored_arrays(state))
             _check_room(self.directory, arrays)
             self.manager.save(step, args=ocp.args.Composite(
@@ -337,8 +337,8 @@ def restore_step(step_dir, abstract_state) -> tuple[Any, Config, dict]:
               "carried one); restoring it unverified", file=sys.stderr)
     config = read_config(step_dir)
     arrays = stored_arrays(abstract_state)
-    # Read into host arrays, then placed in one device_put: half the time orbax takes to
-    # place each array itself (experiments/checkpoint_time).
+    # Read into host arrays, then placed in one device_put: less than half the time orbax
+    # takes to place each array itself (experiments/checkpoint_time).
     host = jax.tree.map(lambda a: np.empty(a.shape, a.dtype), arrays)
     try:
         with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
