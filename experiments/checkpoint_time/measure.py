@@ -11,27 +11,21 @@ bit, with dtype and sharding.
 """
 import argparse
 import pathlib
-import statistics
 import tempfile
-import time
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from mobilenet_jax import Config
+from mobilenet_jax.benchmarks.timing import time_steps
 from mobilenet_jax.core import checkpoint, steps
 from mobilenet_jax.core.parallel import Devices
 
 
-def median_s(fn, repeats=7):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def median_s(fn):
+    """The benchmarks' procedure, here one warm-up and 7 timed calls."""
+    return time_steps(fn, lambda _: None, warmup=1, min_steps=7, min_time_s=0)["median_step_s"]
 
 
 def without_sharding_files() -> ocp.PyTreeCheckpointHandler:
