@@ -87,7 +87,7 @@ class Checkpoints:
         step = int(state.step)
         step_dir = self.directory / str(step)
         try:
-            # Host copies (the state is replicated): orbax writes them in 40-65 % of the time
+            # Host copies (the state is replicated): orbax writes them in 40-70 % of the time
             # it takes for device arrays (experiments/checkpoint_time).
             arrays = jax.device_get(stored_arrays(state))
             _check_room(self.directory, arrays)
