@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from numerics import assert_within, gamma
 
 from mobilenet_jax.config import CIFAR100_MEAN, CIFAR100_STD
 from mobilenet_jax.data import arrays, augment, from_tfds
@@ -45,15 +46,21 @@ def test_array_record_subset_reads_the_records_the_tfrecord_one_holds(subset_dir
         assert array_record.class_names == tfrecord.class_names
 
 
+@pytest.mark.numerics
 def test_normalisation_hand_computed():
+    """(pixel / 255 - mean) / std in float32 against the exact value: the rounding of pixel / 255,
+    of the mean and of their difference (at most gamma(2) of |pixel / 255| + mean, divided by
+    std), then of std and of the division (gamma(3) of the result, covering the first's
+    higher-order terms)."""
     pixels = jnp.array([[[[0, 255, 128]]]], jnp.uint8)
-    out = np.asarray(augment.normalize(pixels, resolution=1))[0, 0, 0]
-    mean, std = np.array(CIFAR100_MEAN), np.array(CIFAR100_STD)
-    expected = (np.array([0, 1, 128 / 255]) - mean) / std
-    np.testing.assert_allclose(out, expected, rtol=1e-6)
-    assert out[0] == pytest.approx(-0.5071 / 0.2673, rel=1e-6)
-    own = np.asarray(augment.normalize(pixels, 1, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0)))
-    np.testing.assert_allclose(own[0, 0, 0], [-2.0, 1.0, 128 / 255 - 0.5], atol=1e-6)
+    for mean, std in ((CIFAR100_MEAN, CIFAR100_STD), ((0.5, 0.5, 0.5), (0.25, 0.5, 1.0))):
+        out = np.asarray(augment.normalize(pixels, 1, mean=mean, std=std))[0, 0, 0]
+        scaled, mean, std = np.array([0, 1, 128 / 255]), np.array(mean), np.array(std)
+        expected = (scaled - mean) / std
+        assert_within(out, expected, gamma(2) * (scaled + mean) / std + gamma(3) * abs(expected))
+    assert expected.tolist() == [-2.0, 1.0, (128 / 255 - 0.5) / 1.0]  # by hand
+    default = np.asarray(augment.normalize(pixels, resolution=1))[0, 0, 0]
+    assert default[0] == pytest.approx(-0.5071 / 0.2673, rel=gamma(3))  # CIFAR-100's own
 
 
 def test_normalised_real_images_are_roughly_standardised(subset_dir):

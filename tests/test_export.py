@@ -29,12 +29,15 @@ def exported(trained_run, subset_dir, tmp_path_factory):
     return out, result
 
 
+@pytest.mark.numerics
 def test_float_export_matches_jax(exported):
     out, result = exported
     report = json.loads((out / "parity.json").read_text())
     parity = report["parity"]
     assert parity["images"] == 600  # the whole test split of the subset
     assert parity["float"]["top1_agreement_with_jax"] == 1.0
+    # Two runtimes' float32 summation orders: measured <= 1e-6 (experiments/tflite_export);
+    # a wrong op or layout differs by O(1).
     assert parity["float"]["max_abs_logit_difference_over_range"] <= 1e-3
     assert parity["float"]["top1"] == parity["jax"]["top1"]
     assert "DEPTHWISE_CONV_2D" in report["ops"] and "CONV_2D" in report["ops"]

@@ -1,5 +1,6 @@
 """The network against independent references: the paper's channel rule, a naive depthwise
-convolution written as numpy loops, hand-derived output shapes and BatchNorm's definition."""
+convolution written as numpy loops, hand-derived output shapes and BatchNorm's definition
+(values compared in float64: tests/numerics.py)."""
 import functools
 import math
 
@@ -7,11 +8,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from numerics import RTOL, as_float64, assert_same, float64
 
 import mobilenet_jax as mj
 from mobilenet_jax.models import layers
 from mobilenet_jax.models.mobilenet import MobileNetV1
 from mobilenet_jax.models.summary import summarize
+
+pytestmark = pytest.mark.numerics  # .ci/run runs these again on another instruction set
 
 
 def naive_depthwise(x, kernel, stride):
@@ -58,13 +62,13 @@ def test_seed_block_has_two_pointwise_convs():
 @pytest.mark.parametrize("size", [7, 8])
 def test_depthwise_equals_naive_loop(implementation, stride, size):
     rng = np.random.default_rng(stride * 100 + size)
-    x = rng.normal(size=(2, size, size, 5)).astype(np.float32)
-    kernel = rng.normal(size=(3, 3, 1, 5)).astype(np.float32)
+    x = rng.normal(size=(2, size, size, 5))
+    kernel = rng.normal(size=(3, 3, 1, 5))
     conv = implementation(5, (3, 3), strides=stride, padding=((1, 1), (1, 1)), feature_group_count=5,
                use_bias=False)
-    y = conv.apply({"params": {"kernel": jnp.asarray(kernel)}}, jnp.asarray(x))
-    np.testing.assert_allclose(np.asarray(y), naive_depthwise(x, kernel, stride),
-                               rtol=1e-5, atol=1e-5)
+    with float64():
+        y = jax.jit(conv.apply)({"params": {"kernel": kernel}}, x)
+    assert_same(np.asarray(y), naive_depthwise(x, kernel, stride))
 
 
 @pytest.mark.parametrize("stem_stride,final", [(2, 1), (1, 2)])
@@ -92,12 +96,23 @@ def tiny():
     return init, apply, variables, images
 
 
-def test_apply_under_jit_matches_eager(tiny):
+@pytest.fixture(scope="module")
+def tiny64(tiny):
+    """`tiny`'s network, variables and images in float64."""
+    _, _, variables, images = tiny
+    model = MobileNetV1(num_classes=10, width_multiplier=0.1, kernels="reference",
+                        dtype=jnp.float64)
+    return model, as_float64(variables), as_float64(images)
+
+
+def test_apply_under_jit_matches_eager(tiny, tiny64):
     _, apply, variables, images = tiny
-    eager = apply(variables, images)
-    jitted = jax.jit(apply)(variables, images)
-    assert eager.shape == (4, 10)
-    np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=1e-5, atol=1e-6)
+    assert jax.jit(apply)(variables, images).shape == (4, 10)
+    model, variables, images = tiny64
+    with float64():
+        eager = model.apply(variables, images)
+        jitted = jax.jit(model.apply)(variables, images)
+    assert_same(jitted, eager)
 
 
 def test_grad_is_finite_and_nonzero_for_every_parameter(tiny):
@@ -117,35 +132,38 @@ def test_grad_is_finite_and_nonzero_for_every_parameter(tiny):
         assert np.abs(np.asarray(g)).max() > 0, path
 
 
-def test_vmap_over_examples_matches_batch(tiny):
+def test_vmap_over_examples_matches_batch(tiny, tiny64):
     _, apply, variables, images = tiny
-    per_example = jax.jit(jax.vmap(lambda im: apply(variables, im[None])[0]))(images)
-    np.testing.assert_allclose(np.asarray(per_example),
-                               np.asarray(jax.jit(apply)(variables, images)), rtol=1e-5, atol=1e-6)
+    assert jax.jit(jax.vmap(lambda im: apply(variables, im[None])[0]))(images).shape == (4, 10)
+    model, variables, images = tiny64
+    with float64():
+        per_example = jax.jit(jax.vmap(lambda im: model.apply(variables, im[None])[0]))(images)
+        batch = jax.jit(model.apply)(variables, images)
+    assert_same(per_example, batch)
 
 
-def test_batchnorm_train_uses_batch_stats_eval_uses_running(tiny):
+def test_batchnorm_train_uses_batch_stats_eval_uses_running(tiny64):
     """Train mode normalises with the batch's own statistics and moves the running averages by
     (1 - momentum) toward them; eval mode uses the stored averages."""
-    _, apply, variables, images = tiny
-    model = MobileNetV1(num_classes=10, width_multiplier=0.1)
+    model, variables, images = tiny64
     x = 3.0 + 2.0 * images  # far from the initial running stats (mean 0, var 1)
-    _, state = jax.jit(functools.partial(
-        model.apply, train=True, mutable=["batch_stats", "intermediates"],
-        capture_intermediates=True))(variables, x)
-    stem_out = np.asarray(state["intermediates"]["stem"]["__call__"][0], np.float64)
+    with float64():
+        _, state = jax.jit(functools.partial(
+            model.apply, train=True, mutable=["batch_stats", "intermediates"],
+            capture_intermediates=True))(variables, x)
+        out = jax.jit(functools.partial(model.apply, capture_intermediates=True,
+                                        mutable=["intermediates"]))(variables, x)[1]
+    stem_out = np.asarray(state["intermediates"]["stem"]["__call__"][0])
     mean, var = stem_out.mean(axis=(0, 1, 2)), stem_out.var(axis=(0, 1, 2))
     new = state["batch_stats"]["stem_bn"]
-    np.testing.assert_allclose(np.asarray(new["mean"]), 0.1 * mean, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(new["var"]), 0.9 + 0.1 * var, rtol=1e-4, atol=1e-6)
-    bn_out = np.asarray(state["intermediates"]["stem_bn"]["__call__"][0], np.float64)
-    np.testing.assert_allclose(bn_out.mean(axis=(0, 1, 2)), 0, atol=1e-4)  # batch-normalised
+    assert_same((new["mean"], new["var"]), (0.1 * mean, 0.9 + 0.1 * var))
+    bn_out = np.asarray(state["intermediates"]["stem_bn"]["__call__"][0])
+    # batch-normalised: a mean of zero up to rounding of the outputs' scale
+    assert np.abs(bn_out.mean(axis=(0, 1, 2))).max() <= RTOL * np.abs(bn_out).max()
     # eval: y = (x - running_mean) / sqrt(running_var + eps), gamma=1, beta=0 at init
-    out = jax.jit(functools.partial(model.apply, capture_intermediates=True,
-                                    mutable=["intermediates"]))(variables, x)[1]["intermediates"]
-    eval_bn = np.asarray(out["stem_bn"]["__call__"][0], np.float64)
-    eval_in = np.asarray(out["stem"]["__call__"][0], np.float64)
-    np.testing.assert_allclose(eval_bn, eval_in / math.sqrt(1 + 1e-5), rtol=1e-4, atol=1e-5)
+    eval_in, eval_bn = (np.asarray(out["intermediates"][name]["__call__"][0])
+                        for name in ("stem", "stem_bn"))
+    assert_same(eval_bn, eval_in / math.sqrt(1 + 1e-5))
 
 
 def test_train_mode_returns_updated_batch_stats_and_dropout_uses_rng():
@@ -172,8 +190,9 @@ def test_bfloat16_computes_in_bf16_with_float32_params():
 
 
 def test_probabilities_sum_to_one():
-    p = mj.probabilities(jnp.array([[0.0, np.log(3.0)]]))
-    np.testing.assert_allclose(np.asarray(p), [[0.25, 0.75]], rtol=1e-6)
+    with float64():
+        p = mj.probabilities(jnp.array([[0.0, np.log(3.0)]]))
+    assert_same(np.asarray(p), np.array([[0.25, 0.75]]))
 
 
 @pytest.mark.parametrize("kwargs,bad", [

@@ -102,6 +102,7 @@ def test_finetune_from_a_subset_checkpoint(trained_run, folder, tmp_path):
     assert again.returncode == 0 and "starting from" not in again.stdout
 
 
+@pytest.mark.numerics
 def test_backbone_lr_scale_scales_the_backbone_step(trained_run, folder, tmp_path):
     """The first step's backbone update with --backbone-lr-scale 0.1 is 0.1 times the one
     without it (same data, same start; SGD's first step is lr * gradient); the head's equal."""
@@ -116,14 +117,17 @@ def test_backbone_lr_scale_scales_the_backbone_step(trained_run, folder, tmp_pat
         loop.train(config)
         state = restore(tmp_path / str(scale) / "checkpoints" / "1").state
         updates[scale] = state.params
-    before = np.asarray(source_state.eval_variables()["params"]["block13"]["pointwise"]["kernel"])
-    full, scaled = (np.asarray(updates[s]["block13"]["pointwise"]["kernel"]) - before
+    before = np.asarray(source_state.eval_variables()["params"]["block13"]["pointwise"]["kernel"],
+                        np.float64)
+    full, scaled = (np.asarray(updates[s]["block13"]["pointwise"]["kernel"], np.float64) - before
                     for s in (1.0, 0.1))
     assert np.abs(full).max() > 0
-    np.testing.assert_allclose(scaled, 0.1 * full, rtol=1e-3, atol=1e-7)
-    np.testing.assert_allclose(np.asarray(updates[0.1]["classifier"]["kernel"]),
-                               np.asarray(updates[1.0]["classifier"]["kernel"]), rtol=1e-5,
-                               atol=1e-7)  # two compiled steps: rounding near zero
+    # Two compiled steps: their gradients differ by rounding, and the updates read back from
+    # float32 weights by the weights' rounding, both far below 1e-3 of the update; another
+    # scale (1, 0.01) is off by 10x. test_steps checks the exact scaling of one optimizer.
+    assert abs(np.vdot(scaled, full) / np.vdot(full, full) - 0.1) <= 1e-3 * 0.1
+    heads = [np.asarray(updates[s]["classifier"]["kernel"]) for s in (1.0, 0.1)]
+    assert np.linalg.norm(heads[1] - heads[0]) <= 1e-3 * np.linalg.norm(heads[0])
 
 
 def test_own_data_bad_input_is_one_line(folder, trained_run, tmp_path):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import jax
+import pytest
 
 from mobilenet_jax.core import steps
 from mobilenet_jax.core.restore import restore
@@ -34,6 +35,7 @@ EIGHT_DEVICES = xla_flags("--xla_force_host_platform_device_count=8")
 FRACTION = {"params": 0.1, "opt_state": 0.1, "batch_stats": 1e-3}
 
 
+@pytest.mark.numerics
 def test_eight_devices_step_is_the_one_device_step_up_to_summation_order(subset_array_record_dir,
                                                                           tmp_path):
     """Same state, same (augmented) batch: 8 devices differ from 1 device no more than
@@ -111,6 +113,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.numerics
 def test_one_device_eight_and_two_processes_take_one_step_and_checkpoints_move_between_them(
         subset_array_record_dir, tmp_path):
     """8 devices, and two processes joined by jax.distributed on 127.0.0.1 (gloo CPU

@@ -1,5 +1,7 @@
 """The steps and what they are built from, against hand-computed values: schedules, the
-optimizer's update and weight-decay mask, top-1/top-5; and bfloat16 steps track float32."""
+optimizer's update and weight-decay mask, top-1/top-5; and bfloat16 steps track float32.
+A step against the formula it implements runs in float64 (tests/numerics.py); the scalar
+checks of a few float32 operations keep pytest.approx's 1e-6, 8 float32 ulps."""
 import functools
 
 import jax
@@ -7,9 +9,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from numerics import as_float64, assert_same, float64
 
 from mobilenet_jax import Config
 from mobilenet_jax.core import parallel, steps
+from mobilenet_jax.models.mobilenet import MobileNetV1
+
+pytestmark = pytest.mark.numerics  # .ci/run runs these again on another instruction set
+
+
+def in_float64(state: steps.TrainState, config: Config) -> steps.TrainState:
+    """`state` with every float array in float64, run by `config`'s network computing in
+    float64 (the steps still standardise images in float32, the same values either way)."""
+    model = MobileNetV1(**{**config.model_kwargs(), "dtype": jnp.float64})
+    return as_float64(state.replace(apply_fn=model.apply))
 
 
 def test_schedules_match_their_formulas():
@@ -56,6 +69,23 @@ def test_depthwise_kernels_can_go_undecayed():
     assert float(jnp.abs(updates["depthwise"]).max()) == 0
     for name in ("stem", "pointwise", "dense"):
         np.testing.assert_allclose(np.asarray(updates[name]), -0.1, rtol=1e-6)
+
+
+def test_backbone_lr_scale_scales_every_backbone_update_and_no_head_update():
+    c = Config(lr=0.5, batch_size=128, warmup_epochs=0, schedule="constant")
+    rng = np.random.default_rng(0)
+    with float64():
+        params = {"block1": {"kernel": rng.normal(size=(1, 1, 4, 8))},
+                  "classifier": {"kernel": rng.normal(size=(8, 3)), "bias": rng.normal(size=3)}}
+        grads = jax.tree.map(lambda p: rng.normal(size=p.shape), params)
+        updates = {}
+        for scale in (1.0, 0.1):
+            config = c.replace(backbone_lr_scale=scale)
+            tx = steps.create_optimizer(config, steps.learning_rate_schedule(config, 10))
+            updates[scale] = as_float64(tx.update(grads, tx.init(params), params)[0])
+    assert_same(updates[0.1]["block1"], jax.tree.map(lambda u: 0.1 * u, updates[1.0]["block1"]))
+    assert_same(updates[0.1]["classifier"], updates[1.0]["classifier"])
+    assert np.abs(updates[1.0]["block1"]["kernel"]).max() > 0
 
 
 def test_sgd_step_is_nesterov_momentum_with_decay():
@@ -146,22 +176,23 @@ def test_ema_follows_its_formula_and_is_what_evaluation_runs():
                     precise_bn_batches=0, kernels="reference")
     training = steps.build(config, steps_per_epoch=10)
     step = jax.jit(functools.partial(steps.train_step, config=config, schedule=training.schedule))
-    state = jax.jit(training.init_state)(jax.random.key(0))
-    expected = {"params": state.params, "batch_stats": state.batch_stats}
-    for decay in (0.1, 2 / 11, 0.25):
-        state, _ = step(state, batch, jax.random.key(1))
-        new = {"params": state.params, "batch_stats": state.batch_stats}
-        expected = jax.tree.map(lambda a, v: decay * a + (1 - decay) * v, expected, new)
-        for a, b in zip(jax.tree.leaves(state.ema), jax.tree.leaves(expected)):
-            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), state.ema["params"],
-                         state.params)
-    assert max(jax.tree.leaves(moved)) > 1e-3  # the average is not the weights themselves
-    metrics, _ = jax.jit(functools.partial(steps.eval_step, config=config))(state, batch)
-    logits = jax.jit(lambda v, x: state.apply_fn(v, x, train=False))(
-        state.ema, steps.normalize(batch["image"], config))
-    expected_loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).sum()
-    np.testing.assert_allclose(metrics["loss"], expected_loss, rtol=1e-5)
+    with float64():
+        state = in_float64(jax.jit(training.init_state)(jax.random.key(0)), config)
+        for decay in (0.1, 2 / 11, 0.25):
+            previous = state.ema
+            state, _ = step(state, batch, jax.random.key(1))
+            new = {"params": state.params, "batch_stats": state.batch_stats}
+            assert_same(state.ema, jax.tree.map(lambda a, v: decay * a + (1 - decay) * v,
+                                                as_float64(previous), as_float64(new)))
+        moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), state.ema["params"],
+                             state.params)
+        assert max(jax.tree.leaves(moved)) > 1e-3  # the average is not the weights themselves
+        metrics, _ = jax.jit(functools.partial(steps.eval_step, config=config))(state, batch)
+        logits = jax.jit(lambda v, x: state.apply_fn(v, x, train=False))(
+            state.ema, steps.normalize(batch["image"], config))
+        expected_loss = optax.softmax_cross_entropy_with_integer_labels(
+            logits, batch["label"]).sum()
+    assert_same(metrics["loss"], expected_loss)
     no_average = steps.build(config.replace(ema_decay=0.0))
     assert jax.eval_shape(no_average.init_state, jax.random.key(0)).ema is None
 
@@ -177,31 +208,34 @@ def test_batch_statistics_are_the_batch_moments_and_only_evaluation_reads_them()
     config = Config(width_multiplier=0.1, num_classes=10, augment=False, warmup_epochs=0,
                     kernels="reference")
     training = steps.build(config, steps_per_epoch=10)
-    state = jax.jit(training.init_state)(jax.random.key(0))
-    kernel = rng.normal(size=state.params["stem"]["kernel"].shape).astype(np.float32)
-    state = state.replace(ema={**state.ema, "params": {**state.ema["params"],
-                                                       "stem": {"kernel": jnp.asarray(kernel)}}})
-    stats = jax.jit(functools.partial(steps.batch_statistics_step, config=config))(
-        state, batch, jax.random.key(1))
+    kernel = rng.normal(size=(3, 3, 3, 3))
+    with float64():
+        state = in_float64(jax.jit(training.init_state)(jax.random.key(0)), config)
+        assert state.params["stem"]["kernel"].shape == kernel.shape
+        state = state.replace(ema={**state.ema, "params": {**state.ema["params"],
+                                                           "stem": {"kernel": kernel}}})
+        stats = jax.jit(functools.partial(steps.batch_statistics_step, config=config))(
+            state, batch, jax.random.key(1))
+        images = np.asarray(steps.normalize(batch["image"], config), np.float64)
 
-    x = np.pad(np.asarray(steps.normalize(batch["image"], config), np.float64),
-               ((0, 0), (1, 1), (1, 1), (0, 0)))
-    out = sum(np.einsum("nhwc,co->nhwo", x[:, i:i + 32:2, j:j + 32:2], kernel[i, j])
-              for i in range(3) for j in range(3))
-    np.testing.assert_allclose(stats["stem_bn"]["mean"], out.mean((0, 1, 2)), rtol=1e-5)
-    np.testing.assert_allclose(stats["stem_bn"]["var"], out.var((0, 1, 2)), rtol=1e-4)
+        x = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        out = sum(np.einsum("nhwc,co->nhwo", x[:, i:i + 32:2, j:j + 32:2], kernel[i, j])
+                  for i in range(3) for j in range(3))
+        assert_same((stats["stem_bn"]["mean"], stats["stem_bn"]["var"]),
+                    (out.mean((0, 1, 2)), out.var((0, 1, 2))))
 
-    with_stats = state.replace(precise_batch_stats=stats)
-    metrics, _ = jax.jit(functools.partial(steps.eval_step, config=config))(with_stats, batch)
-    logits = jax.jit(lambda v, x: state.apply_fn(v, x, train=False))(
-        {"params": state.ema["params"], "batch_stats": stats},
-        steps.normalize(batch["image"], config))
-    expected_loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).sum()
-    np.testing.assert_allclose(metrics["loss"], expected_loss, rtol=1e-5)
+        with_stats = state.replace(precise_batch_stats=stats)
+        metrics, _ = jax.jit(functools.partial(steps.eval_step, config=config))(with_stats, batch)
+        logits = jax.jit(lambda v, x: state.apply_fn(v, x, train=False))(
+            {"params": state.ema["params"], "batch_stats": stats}, images)
+        expected_loss = optax.softmax_cross_entropy_with_integer_labels(
+            logits, batch["label"]).sum()
+        assert_same(metrics["loss"], expected_loss)
 
-    step = jax.jit(functools.partial(steps.train_step, config=config, schedule=training.schedule))
-    after, _ = step(with_stats, batch, jax.random.key(2))
-    after_initial, _ = step(state, batch, jax.random.key(2))
+        step = jax.jit(functools.partial(steps.train_step, config=config,
+                                         schedule=training.schedule))
+        after, _ = step(with_stats, batch, jax.random.key(2))
+        after_initial, _ = step(state, batch, jax.random.key(2))
     for a, b in zip(jax.tree.leaves(after.precise_batch_stats), jax.tree.leaves(stats)):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(jax.tree.leaves((after.params, after.batch_stats, after.opt_state, after.ema)),

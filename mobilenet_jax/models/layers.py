@@ -122,8 +122,9 @@ def _depthwise_bwd(strides, padding, residuals, g):
     gp = jax.lax.pad(g, zero, ((0, 0, 0), (lo_h, hi_h, sh - 1), (lo_w, hi_w, sw - 1), (0, 0, 0)))
     dx = _shifted_sum(gp, kernel[::-1, ::-1].astype(g.dtype), (h, w), (1, 1))
     # Kernel gradient: for each tap, the sum over batch and positions of window * gradient.
+    accumulate = jnp.promote_types(g.dtype, jnp.float32)  # bfloat16 sums in float32
     taps = [jnp.sum((_window(xp, i, j, (out_h, out_w), strides) * g)
-                    .reshape(-1, c).astype(jnp.float32), axis=0)
+                    .reshape(-1, c).astype(accumulate), axis=0)
             for i in range(kh) for j in range(kw)]
     dk = jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
     return dx.astype(xp.dtype), dk

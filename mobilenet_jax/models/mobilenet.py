@@ -100,9 +100,10 @@ class MobileNetV1(nn.Module):
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         x = nn.Dense(self.num_classes, dtype=self.dtype,
                      kernel_init=nn.initializers.glorot_uniform(), name=HEAD)(x)
-        return x.astype(jnp.float32)  # loss and softmax in float32 whatever the compute dtype
+        # Loss and softmax in float32 at least, whatever the compute dtype.
+        return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def probabilities(logits):
     """Class probabilities from logits (the seed project ended its network with a softmax)."""
-    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    return jax.nn.softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1)
