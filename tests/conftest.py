@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+import shared_data
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Compile each shape once for the whole suite: every test process (the xdist workers and the
 # commands they start) shares this cache.
@@ -36,31 +38,16 @@ if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
 # What the commands set for themselves (process.quiet_tensorflow), for the library calls here.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-# The genuine 6-class CIFAR-100 subset laid beside the checkout (never copied into it).
-SUBSET_DIR = pathlib.Path(os.environ.get(
-    "MOBILENET_JAX_SUBSET_DIR", REPO.parent / "shared" / "data" / "cifar100-6class-tfds"))
-# The same records prepared as ArrayRecord (readable without TensorFlow).
-SUBSET_ARRAY_RECORD_DIR = pathlib.Path(os.environ.get(
-    "MOBILENET_JAX_SUBSET_ARRAY_RECORD_DIR",
-    REPO.parent / "shared" / "data" / "cifar100-6class-arrayrecord"))
-SUBSET_CLASSES = (6, 25, 35, 41, 95, 97)
-
-
-def prepared_subset(directory: pathlib.Path, variable: str) -> str:
-    if not (directory / "cifar100").is_dir():
-        pytest.skip(f"the 6-class CIFAR-100 subset is absent at {directory} "
-                    f"(set {variable} to a TFDS data dir holding it)")
-    return str(directory)
 
 
 @pytest.fixture(scope="session")
 def subset_dir():
-    return prepared_subset(SUBSET_DIR, "MOBILENET_JAX_SUBSET_DIR")
+    return shared_data.subset_dir()
 
 
 @pytest.fixture(scope="session")
 def subset_array_record_dir():
-    return prepared_subset(SUBSET_ARRAY_RECORD_DIR, "MOBILENET_JAX_SUBSET_ARRAY_RECORD_DIR")
+    return shared_data.subset_array_record_dir()
 
 
 # These flags (with the default recipe: 5 epochs are its warm-up), then evaluate on the test

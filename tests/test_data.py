@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import shared_data
 from numerics import assert_within, gamma
 
 from mobilenet_jax.config import CIFAR100_MEAN, CIFAR100_STD
@@ -150,3 +151,14 @@ def test_validation_split_is_disjoint_and_fixed_by_seed():
     np.testing.assert_array_equal(val.labels, arrays.split_validation(split, 0.2, seed=3)[1].labels)
     assert not np.array_equal(val.labels, arrays.split_validation(split, 0.2, seed=4)[1].labels)
     assert arrays.split_validation(split, 0.0, seed=3)[1] is None
+
+
+def test_a_missing_subset_skips_in_a_checkout_and_fails_under_ci(tmp_path, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="absent"):
+        shared_data.prepared_subset(tmp_path, "MOBILENET_JAX_SUBSET_DIR")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must test with it"):
+        shared_data.prepared_subset(tmp_path, "MOBILENET_JAX_SUBSET_DIR")
+    (tmp_path / "cifar100").mkdir()
+    assert shared_data.prepared_subset(tmp_path, "MOBILENET_JAX_SUBSET_DIR") == str(tmp_path)
