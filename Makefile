@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: train test test-isa summary benchmark lock clean
+.PHONY: train test test-isa test-lowest summary benchmark lock clean
 
 $(STAMP): requirements.lock setup.cfg pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,20 @@ test-isa: $(STAMP)  ## the float-comparing tests on another instruction set (ISA
 	XLA_FLAGS="$(XLA_FLAGS) --xla_cpu_max_isa=$(ISA)" $(VENV)/bin/python -m pytest -n 2 \
 	    -m numerics tests $(ARGS)
 
+# The lowest versions setup.cfg allows, in a venv of their own: a plain install (no
+# TensorFlow), then with the extras that bring it, each followed by its smoke test.
+LOWEST_VENV := .venv-lowest
+SMOKE = $(LOWEST_VENV)/bin/python -m pytest --noconftest -p no:cacheprovider \
+    tests/smoke_installed.py
+test-lowest:  ## install the lowest versions setup.cfg allows and smoke-test them
+	rm -rf $(LOWEST_VENV)
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/pip install -q --upgrade pip
+	$(LOWEST_VENV)/bin/pip install -q -c requirements-lowest.lock -e '.[test]'
+	$(SMOKE) -m "not extras" $(ARGS)
+	$(LOWEST_VENV)/bin/pip install -q -c requirements-lowest.lock -e '.[test,tfrecord,export]'
+	$(SMOKE) -m extras $(ARGS)
+
 summary: $(STAMP)
 	$(VENV)/bin/python -m mobilenet_jax.summary $(ARGS)
 
@@ -40,13 +54,19 @@ benchmark: $(STAMP)
 # 3.11 cannot install.)
 # `make lock` moves every pin to the newest release setup.cfg's ranges allow; `make lock
 # LOCK_UPGRADE=` only adds what a new dependency in setup.cfg needs and keeps the other pins.
+# requirements-lowest.lock pins every lower bound of setup.cfg instead (`make test-lowest`).
 LOCK_UPGRADE ?= --upgrade
-lock:  ## re-resolve requirements.lock: the newest versions setup.cfg's ranges allow
+LOCK_EXTRAS := --extra test --extra tfrecord --extra export
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet $(LOCK_EXTRAS) \
+    --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links
+lock:  ## re-resolve requirements.lock (newest) and requirements-lowest.lock (lower bounds)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q pip-tools
-	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet $(LOCK_UPGRADE) --extra test \
-	    --extra export --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
-	    --output-file requirements.lock setup.cfg
+	$(PIP_COMPILE) $(LOCK_UPGRADE) --output-file requirements.lock setup.cfg
+	sed -n 's/^ *\([A-Za-z0-9_.-]*\)>=\([0-9][^ ;,#]*\).*/\1==\2/p' setup.cfg | sort -u \
+	    > $(VENV)/lower-bounds.in
+	$(PIP_COMPILE) $(LOCK_UPGRADE) --output-file requirements-lowest.lock setup.cfg \
+	    $(VENV)/lower-bounds.in
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) $(LOWEST_VENV) *.egg-info

@@ -1,5 +1,11 @@
-"""The text of one-line errors: a failure to write files, and an exception's reason in short."""
+"""The text of one-line errors: a failure to write files, a missing optional dependency, and
+an exception's reason in short."""
 import errno
+
+
+def install_extra(extra: str) -> str:
+    """How to install an optional dependency group of setup.cfg (`export`, `tfrecord`)."""
+    return f"pip install -e '.[{extra}]'"
 
 
 def short_reason(e: BaseException, limit: int = 200) -> str:

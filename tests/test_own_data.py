@@ -210,26 +210,29 @@ def test_a_short_run_evaluates_as_it_trained(tmp_path):
 
 
 def test_an_array_record_dataset_trains_and_evaluates_where_tensorflow_cannot_be_imported(
-        subset_array_record_dir, tmp_path):
+        subset_array_record_dir, subset_dir, tmp_path):
     """A process in which `import tensorflow` fails (as on a machine without it) trains on the
     subset prepared as ArrayRecord (streamed), evaluates the checkpoint (read into memory) and
-    predicts an image file."""
+    predicts an image file; the subset prepared as TFRecord is one line naming the extra."""
     blocker = tmp_path / "no_tensorflow" / "tensorflow"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text('raise ImportError("TensorFlow is not installed")\n')
     env = {**os.environ, "PYTHONPATH": f"{blocker.parent}{os.pathsep}{REPO}"}
     data = ["--data-dir", subset_array_record_dir, "--offline"]
     Image.fromarray(np.full((40, 40, 3), 120, np.uint8)).save(tmp_path / "grey.png")
-    trained, evaluated, result = run_in_one_process([
+    trained, evaluated, result, tfrecord = run_in_one_process([
         ["mobilenet_jax.train", *data, "--split", "train[:10%]", "--alpha", "0.1",
          "--epochs", "1", "--batch-size", "32", "--val-fraction", "0",
          "--precise-bn-batches", "2", "--input", "stream", "--data-workers", "1",
          "--no-progress", "--workdir", "run"],
         ["mobilenet_jax.evaluate", "--ckpt", "run", *data, "--input", "memory",
          "--json", "e.json"],
-        ["mobilenet_jax.predict", "--ckpt", "run", "grey.png"]], tmp_path, env)
+        ["mobilenet_jax.predict", "--ckpt", "run", "grey.png"],
+        ["mobilenet_jax.evaluate", "--ckpt", "run", "--data-dir", subset_dir, "--offline"]],
+        tmp_path, env)
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert json.loads((tmp_path / "e.json").read_text())["examples"] == 600
     assert result.returncode == 0 and "grey.png" in result.stdout, result.stderr[-2000:]
+    assert_one_line_error(tfrecord, "not prepared as ArrayRecord", "pip install -e '.[tfrecord]'")
 

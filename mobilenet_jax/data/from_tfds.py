@@ -3,7 +3,7 @@
 A dataset prepared as ArrayRecord is read through `tfds.data_source` (random access, without
 TensorFlow): into memory, or streamed record by record (streaming.py) when `input` says so.
 One prepared as TFRecord (or not yet downloaded) is read into memory through `tfds.load`,
-i.e. TensorFlow. Held in memory, the data is uint8 numpy arrays (CIFAR-100 is ~180 MB);
+i.e. TensorFlow, which only the `tfrecord` extra installs. Held in memory, the data is uint8 numpy arrays (CIFAR-100 is ~180 MB);
 what would not fit is refused before it is read (`arrays.check_fits`).
 """
 import os
@@ -14,7 +14,7 @@ import numpy as np
 from mobilenet_jax.data import streaming
 from mobilenet_jax.data.arrays import DataError, Split, check_fits, too_large
 from mobilenet_jax.data.images import square_image
-from mobilenet_jax.errors import short_reason
+from mobilenet_jax.errors import install_extra, short_reason
 
 
 def resolve_data_dir(data_dir: Optional[str]) -> str:
@@ -34,7 +34,7 @@ def load(name: str, split: str, data_dir: Optional[str] = None, offline: bool = 
     where = resolve_data_dir(data_dir)
     random_access = _prepared_as_array_record(tfds, name, where)
     if not random_access:
-        _hide_gpus_from_tensorflow()
+        _tensorflow_for_tfds(name, where)
     try:
         if random_access:
             source = tfds.data_source(name, split=split, data_dir=where, download=False)
@@ -105,12 +105,19 @@ def _examples(source, image_key: str, label_key: str, chunk: int = 4096):
             yield example[image_key], example[label_key]
 
 
-def _hide_gpus_from_tensorflow() -> None:
-    """TensorFlow must not take GPU memory from JAX."""
+def _tensorflow_for_tfds(name: str, where: str) -> None:
+    """Import TensorFlow for `tfds.load`, with the GPUs hidden from it (it must not take GPU
+    memory from JAX); where it is not installed, say which extra brings it."""
     try:
         import tensorflow as tf
+    except ImportError:
+        raise DataError(f"{name!r} in {where} is not prepared as ArrayRecord, and reading it as "
+                        f"TFRecord or downloading it needs TensorFlow: {install_extra('tfrecord')}"
+                        f" (or pass --data-dir DIR holding {name} prepared as ArrayRecord)"
+                        ) from None
+    try:
         tf.config.set_visible_devices([], "GPU")
-    except (ImportError, RuntimeError):
+    except RuntimeError:  # GPUs already initialised (an earlier read): they stay as they are
         pass
 
 

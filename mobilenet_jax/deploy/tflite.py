@@ -14,10 +14,8 @@ from typing import Callable, ContextManager, Iterable, Optional
 import numpy as np
 
 from mobilenet_jax.config import Config
-from mobilenet_jax.errors import short_reason
+from mobilenet_jax.errors import install_extra, short_reason
 from mobilenet_jax.models.mobilenet import MobileNetV1
-
-EXTRA = "pip install -e '.[export]'"
 
 
 class TFLiteError(Exception):
@@ -29,7 +27,7 @@ def _tensorflow():
         import tensorflow as tf
     except ImportError:
         raise TFLiteError("exporting needs TensorFlow's TFLite converter; install the "
-                          f"project's dependencies ({EXTRA})") from None
+                          f"'export' extra ({install_extra('export')})") from None
     tf.config.set_visible_devices([], "GPU")  # TensorFlow must not take GPU memory from JAX
     return tf
 
@@ -71,7 +69,7 @@ def _interpreter_class() -> Callable:
             Interpreter = _tensorflow().lite.Interpreter
         except (TFLiteError, AttributeError):
             raise TFLiteError("running a .tflite model needs ai-edge-litert (or TensorFlow's "
-                              f"interpreter); install it with {EXTRA}") from None
+                              f"interpreter); install it with {install_extra('export')}") from None
     return Interpreter
 
 
