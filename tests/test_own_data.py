@@ -228,7 +228,8 @@ def test_an_array_record_dataset_trains_and_evaluates_where_tensorflow_cannot_be
         ["mobilenet_jax.evaluate", "--ckpt", "run", *data, "--input", "memory",
          "--json", "e.json"],
         ["mobilenet_jax.predict", "--ckpt", "run", "grey.png"],
-        ["mobilenet_jax.evaluate", "--ckpt", "run", "--data-dir", subset_dir, "--offline"]],
+        ["mobilenet_jax.train", "--data-dir", subset_dir, "--offline", "--no-progress",
+         "--workdir", "tfrecord_run"]],
         tmp_path, env)
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
