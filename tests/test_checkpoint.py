@@ -355,3 +355,90 @@ def test_a_process_killed_while_saving_leaves_only_usable_checkpoints(tmp_path, 
     assert not list(directory.glob("*orbax-checkpoint-tmp*"))
     latest = ckpt_lib.resolve(directory)
     assert latest == remaining[0] and restore(latest).step == int(latest.name)
+
+
+def test_a_save_returns_before_it_is_written_and_its_failure_comes_with_the_next_call(
+        tmp_path, monkeypatch):
+    """The caller gets control back once the host copies are taken; `latest` moves when the
+    write is done; a write that fails in the background is the next call's one-line error,
+    with the last intact checkpoint still `latest` and nothing half-written left."""
+    import errno
+    import threading
+    directory = tmp_path / "checkpoints"
+    checkpoints = ckpt_lib.Checkpoints(directory, keep=3, keep_best=False)
+    state = make_state()
+    checkpoints.save(state.replace(step=1), CONFIG, {"step": 1, "rng": [0, 0]})
+    checkpoints.wait()
+    release, written = threading.Event(), ckpt_lib.write_manifest
+
+    def held_manifest(step_dir):
+        assert release.wait(60)
+        written(step_dir)
+    monkeypatch.setattr(ckpt_lib, "write_manifest", held_manifest)
+    checkpoints.save(state.replace(step=2), CONFIG, {"step": 2, "rng": [0, 0]})
+    assert ckpt_lib.resolve(directory).name == "1"  # returned while step 2 is being written
+    release.set()
+    checkpoints.wait()
+    assert ckpt_lib.resolve(directory).name == "2" and ckpt_lib.verify(directory / "2")
+
+    def full_disk(step_dir):
+        raise OSError(errno.ENOSPC, "No space left on device", str(step_dir))
+    monkeypatch.setattr(ckpt_lib, "write_manifest", full_disk)
+    checkpoints.save(state.replace(step=3), CONFIG, {"step": 3, "rng": [0, 0]})
+    with pytest.raises(ckpt_lib.CheckpointError, match=r"disk is full.*step 2\) is intact"):
+        checkpoints.save(state.replace(step=4), CONFIG, {"step": 4, "rng": [0, 0]})
+    assert [d.name for d in ckpt_lib.step_dirs(directory)] == ["2", "1"]
+    assert ckpt_lib.resolve(directory).name == "2"
+    checkpoints.wait()  # the failure was reported once
+    checkpoints.close()
+
+
+SAVE_AND_TRAIN_ON = r"""
+import sys, threading, time, jax, numpy as np, orbax.checkpoint as ocp
+from mobilenet_jax import Config
+from mobilenet_jax.core import checkpoint, parallel, steps
+config = Config(width_multiplier=0.1, num_classes=10)
+shapes = steps.build(config).abstract_state(parallel.Devices(config.batch_size))
+state = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), shapes)
+checkpoints = checkpoint.Checkpoints(sys.argv[1], keep=3, keep_best=False)
+checkpoints.save(state.replace(step=1), config, {"step": 1, "rng": [0, 0]})
+checkpoints.wait()
+stage = sys.argv[2]
+def in_flight(*args):  # the background write holds here until the process is killed
+    sys.stdout.write("in flight\n")  # one write: the other thread prints too
+    sys.stdout.flush()
+    threading.Event().wait()
+async def in_flight_async(*args, **kwargs):
+    in_flight()
+if stage == "orbax":  # writing the JSON items into the uncommitted step
+    ocp.JsonCheckpointHandler.async_save = in_flight_async
+else:
+    checkpoint.write_manifest = in_flight  # committed by orbax, no manifest yet
+checkpoints.save(state.replace(step=2), config, {"step": 2, "rng": [0, 0]})
+sys.stdout.write("training on\n")
+sys.stdout.flush()
+while True:
+    time.sleep(0.01)
+"""
+
+
+@pytest.mark.parametrize("stage", ["orbax", "manifest"])
+def test_a_process_killed_while_a_background_write_is_in_flight_resumes_from_the_last_intact(
+        tmp_path, stage):
+    """SIGKILL while the training thread goes on and the checkpoint of step 2 is being
+    written: the next start sets aside what that write left, and step 1 is `latest` and
+    restores."""
+    import signal
+    directory = tmp_path / "checkpoints"
+    proc = subprocess.Popen([sys.executable, "-c", SAVE_AND_TRAIN_ON, str(directory), stage],
+                            stdout=subprocess.PIPE, text=True)
+    seen = {proc.stdout.readline().strip() for _ in range(2)}
+    assert seen == {"in flight", "training on"}, seen
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (directory / "2").exists() or list(directory.glob("2.orbax-checkpoint-tmp*"))
+    lines = []
+    ckpt_lib.Checkpoints(directory, keep=3, keep_best=False, say=lines.append).close()
+    assert [d.name for d in ckpt_lib.step_dirs(directory)] == ["1"], lines
+    assert not list(directory.glob("*orbax-checkpoint-tmp*"))
+    assert ckpt_lib.resolve(directory).name == "1" and restore(directory / "1").step == 1

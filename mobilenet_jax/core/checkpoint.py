@@ -13,6 +13,7 @@ saves, and resumes from the newest intact one. Retention first renames an old st
 `.retired/` (atomic) and only then deletes it, so a kill while deleting never leaves a half
 step directory among the checkpoints.
 """
+import concurrent.futures
 import dataclasses
 import errno
 import hashlib
@@ -50,7 +51,13 @@ class Checkpoints:
     """Save / restore of one run's checkpoints directory (collective on multi-host runs).
 
     Opening it sets aside what a resume must not trip over (`set_aside_unusable`); `say`
-    receives one line for each thing set aside."""
+    receives one line for each thing set aside.
+
+    A save takes host copies of the state on the caller's thread and writes them on a
+    background thread of its own (one save in flight; the next save, `wait` and
+    `latest_step` wait for it and raise its error), so training goes on while orbax writes
+    (experiments/end_to_end). Runs of several processes write on the caller's thread: their
+    saves synchronise the processes."""
 
     def __init__(self, directory, keep: int = 3, keep_best: bool = True,
                  say: Callable[[str], None] = print):
@@ -74,28 +81,47 @@ class Checkpoints:
             options=ocp.CheckpointManagerOptions(
                 preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
                 enable_async_checkpointing=False, create=True, todelete_subdir=RETIRED))
+        self._writer = (concurrent.futures.ThreadPoolExecutor(1, "checkpoint-writer")
+                        if jax.process_count() == 1 else None)
+        self._in_flight: Optional[concurrent.futures.Future] = None
 
     def latest_step(self) -> Optional[int]:
+        self.wait()
         return self.manager.latest_step()
 
     def save(self, state, config: Config, position: dict, metrics: Optional[dict] = None):
-        """Write a checkpoint at state.step, its manifest, then point `latest` at it.
+        """Take host copies of the state (the caller may then donate it) and write them as the
+        checkpoint at state.step, its manifest, then point `latest` at it, in the background.
 
         A failure to write (disk full, read-only, vanished directory) raises CheckpointError
-        with one line; what was half-written is removed and `latest` still names the last
-        intact checkpoint."""
+        with one line, from this save or the next call that waits for it; what was
+        half-written is removed and `latest` still names the last intact checkpoint."""
+        self.wait()
         step = int(state.step)
+        arrays = jax.device_get(stored_arrays(state))  # the state is replicated
+        items = (config.to_dict(), {**position, "format": MANIFEST_FORMAT}, metrics)
+        if self._writer is None:
+            self._write(step, arrays, *items)
+            _sync_processes(f"checkpoint-{step}")
+        else:
+            self._in_flight = self._writer.submit(self._write, step, arrays, *items)
+        return step
+
+    def wait(self) -> None:
+        """Block until the save in flight is written; raise its CheckpointError."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.result()
+
+    def _write(self, step: int, arrays, config: dict, position: dict, metrics):
         step_dir = self.directory / str(step)
         try:
-            # Host copies (the state is replicated): orbax writes them in 40-70 % of the time
-            # it takes for device arrays (experiments/checkpoint_time).
-            arrays = jax.device_get(stored_arrays(state))
             _check_room(self.directory, arrays)
+            # Host copies: orbax writes them in less time than device arrays
+            # (experiments/checkpoint_time).
             self.manager.save(step, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(arrays),
-                config=ocp.args.JsonSave(config.to_dict()),
-                position=ocp.args.JsonSave({**position, "format": MANIFEST_FORMAT})),
-                metrics=metrics, force=True)
+                state=ocp.args.StandardSave(arrays), config=ocp.args.JsonSave(config),
+                position=ocp.args.JsonSave(position)), metrics=metrics, force=True)
             self.manager.wait_until_finished()
             if jax.process_index() == 0:
                 write_manifest(step_dir)
@@ -109,13 +135,19 @@ class Checkpoints:
                     if last is not None else "no checkpoint had been saved before")
             line = write_error_line(e, f"write checkpoint {step_dir}")
             raise CheckpointError(f"{line}; {kept}") from None
-        _sync_processes(f"checkpoint-{step}")
-        return step
 
     def restore(self, step: int, abstract_state) -> tuple[Any, Config, dict]:
         return restore_step(self.directory / str(step), abstract_state)
 
     def close(self):
+        """Wait for the save in flight, then close; an error of that save is not raised here
+        (`wait` raises it), so closing after a failure never masks the failure."""
+        try:
+            self.wait()
+        except CheckpointError:
+            pass
+        if self._writer is not None:
+            self._writer.shutdown()
         try:
             self.manager.close()
         except Exception:  # noqa: BLE001 - closing after a failed save must not mask its error

@@ -163,6 +163,7 @@ def train(config: Config, num_classes_from_data: bool = False,
             bar.close()
             if stop:
                 save(with_precise_statistics(state, epoch)[0])
+                checkpoints.wait()
                 say(f"stopped at step {step} ({stop}); saved a checkpoint in "
                     f"{checkpoints.directory}; rerun the same command to resume")
                 return {"step": step, "stopped": True}
@@ -181,6 +182,7 @@ def train(config: Config, num_classes_from_data: bool = False,
             say(format_epoch(summary, config.epochs))
             if saving:
                 save(state, {"val_top1": summary["val_top1"]} if val_split is not None else None)
+        checkpoints.wait()  # the last save, written in the background, is on disk
     finally:
         log.close()
         if curve_writer:
