@@ -40,7 +40,8 @@ def main():
         manager = checkpoint.Checkpoints(directory, keep=args.repeats + 1, keep_best=False)
         for step in range(1, args.repeats + 1):
             step_dir = manager.directory / str(step)
-            save = seconds(lambda: manager.save(state.replace(step=step), config, {"rng": [0, 0]}))
+            save = seconds(lambda: (manager.save(state.replace(step=step), config,
+                                                 {"rng": [0, 0]}), manager.wait()))
             times["write manifest"].append(seconds(lambda: checkpoint.write_manifest(step_dir)))
             times["save"].append(save - times["write manifest"][-1])
             times["verify"].append(seconds(lambda: checkpoint.verify(step_dir)))
