@@ -3,8 +3,9 @@
 A dataset prepared as ArrayRecord is read through `tfds.data_source` (random access, without
 TensorFlow): into memory, or streamed record by record (streaming.py) when `input` says so.
 One prepared as TFRecord (or not yet downloaded) is read into memory through `tfds.load`,
-i.e. TensorFlow, which only the `tfrecord` extra installs. Held in memory, the data is uint8 numpy arrays (CIFAR-100 is ~180 MB);
-what would not fit is refused before it is read (`arrays.check_fits`).
+i.e. TensorFlow, which only the `tfrecord` extra installs. Held in memory, the data is uint8
+numpy arrays (CIFAR-100 is ~180 MB); what would not fit is refused before it is read
+(`arrays.check_fits`).
 """
 import os
 from typing import Callable, Optional
