@@ -76,17 +76,34 @@ def test_resolve_accepts_every_form(steps_three_and_seven, form):
     assert ckpt_lib.resolve(path).name == "7"
 
 
-@pytest.mark.parametrize("written_by", ["this version", "versions before"])
-def test_restore_round_trips_the_state(tmp_path, monkeypatch, written_by):
+def save_per_array(directory, state, step, device_arrays: bool):
+    """A checkpoint as versions before packing wrote it: one orbax array per state array,
+    host copies, or device arrays (with per-array sharding files) as still older ones did."""
+    arrays = ckpt_lib.stored_arrays(state.replace(step=np.int32(step)))
+    if not device_arrays:
+        arrays = jax.device_get(arrays)
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        checkpointer.save(directory / str(step), args=ocp.args.Composite(
+            state=ocp.args.StandardSave(arrays), config=ocp.args.JsonSave(CONFIG.to_dict()),
+            position=ocp.args.JsonSave({"step": step, "rng": [0, 0],
+                                        "format": ckpt_lib.MANIFEST_FORMAT})))
+    ckpt_lib.write_manifest(directory / str(step))
+
+
+@pytest.mark.parametrize("written_by", ["this version", "versions before (host copies)",
+                                        "versions before (device arrays)"])
+def test_restore_round_trips_the_state(tmp_path, written_by):
     """Every array bit for bit, with its dtype and sharding, the config and the position;
-    also from a checkpoint of device arrays (orbax's jax.Array layout, with per-array
-    sharding files), as versions before the save handed orbax host copies wrote it."""
-    if written_by != "this version":
-        monkeypatch.setattr(ckpt_lib.jax, "device_get", lambda tree: tree)
-    save_steps(tmp_path / "checkpoints", [4])
-    monkeypatch.undo()
+    also from checkpoints of one orbax array per state array, as older versions wrote them."""
+    if written_by == "this version":
+        save_steps(tmp_path / "checkpoints", [4])
+        stored = ocp.StandardCheckpointHandler().metadata(tmp_path / "checkpoints" / "4" / "state")
+        saved = ckpt_lib.stored_arrays(make_state().replace(step=4))
+        assert set(stored) == {np.asarray(a).dtype.name for a in jax.tree.leaves(saved)}
+    else:
+        save_per_array(tmp_path / "checkpoints", make_state(), 4, "device" in written_by)
     assert (tmp_path / "checkpoints" / "4" / "state" / "_sharding").exists() == (
-        written_by != "this version")
+        "device" in written_by)
     restored = restore(tmp_path / "checkpoints" / "4")
     state, config, position = restored.state, restored.config, restored.position
     assert config == CONFIG and position["step"] == 4 and int(state.step) == 4
@@ -121,9 +138,8 @@ def test_checkpoint_from_before_the_moving_average_restores(tmp_path):
     checkpoints.save(make_state(old_config).replace(step=1), old_config, {"step": 1, "rng": [0, 0]})
     checkpoints.close()
     step_dir = tmp_path / "checkpoints" / "1"
-    stored_names = ckpt_lib._named_shapes(ocp.StandardCheckpointHandler().metadata(
-        step_dir / "state"))
-    assert {name.split("/")[0] for name in stored_names} == {"step", "params", "opt_state",
+    layout = json.loads((step_dir / ckpt_lib.LAYOUT_FILE).read_text())["arrays"]
+    assert {name.split("/")[0] for name, _, _ in layout} == {"step", "params", "opt_state",
                                                              "batch_stats"}
     unverified(step_dir)
     config_file = step_dir / "config" / "metadata"
