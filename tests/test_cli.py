@@ -22,6 +22,8 @@ def test_train_then_evaluate_latest_beats_chance(trained_run):
     assert any(p.name.startswith("events.out.tfevents") for p in (cwd / "tensorboard").iterdir())
     epochs = [json.loads(line) for line in (cwd / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in epochs] == list(range(1, 6))
+    # where each epoch's time went, beside what the clock of the whole run says
+    assert all(e["train_s"] > 0 and ("val_loss" not in e or e["val_s"] > 0) for e in epochs)
     result = run(["mobilenet_jax.evaluate", "--ckpt", "checkpoints/latest", "--per-class",
                   "--json", "eval.json"], cwd)
     assert result.returncode == 0, result.stderr[-2000:]

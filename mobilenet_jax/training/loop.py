@@ -148,6 +148,7 @@ def train(config: Config, num_classes_from_data: bool = False,
             bar = tqdm(total=steps_per_epoch, initial=offset, desc=f"epoch {epoch + 1}/{config.epochs}",
                        unit="step", disable=not (config.progress and main_process), leave=False)
             metrics.start_epoch()
+            epoch_start = time.perf_counter()
             metrics.on_read = lambda sums, bar=bar: bar.set_postfix(
                 loss=f"{sums['loss'] / sums['count']:.3f}",
                 top1=f"{sums['top1'] / sums['count']:.3f}",
@@ -167,15 +168,18 @@ def train(config: Config, num_classes_from_data: bool = False,
                 say(f"stopped at step {step} ({stop}); saved a checkpoint in "
                     f"{checkpoints.directory}; rerun the same command to resume")
                 return {"step": step, "stopped": True}
-            summary = {"epoch": epoch + 1, **metrics.summary()}
+            summary = {"epoch": epoch + 1, **metrics.summary(),
+                       "train_s": round(time.perf_counter() - epoch_start, 3)}
             saving = (epoch + 1) % config.checkpoint_every == 0 or step == total_steps
             if val_split is not None or saving:
                 state, seconds = with_precise_statistics(state, epoch)
                 if seconds is not None:
                     summary["precise_bn_s"] = seconds
             if val_split is not None:
+                start = time.perf_counter()
                 summary.update(summarize_metrics(
                     evaluate_split(state, val_split, config.batch_size, devices, jitted.eval), "val"))
+                summary["val_s"] = round(time.perf_counter() - start, 3)
             log.write(step, summary)
             if curve_writer:
                 curve_writer.update()
