@@ -21,7 +21,8 @@ def test_the_gpu_script_runs_every_part_and_writes_its_results(folder, tmp_path)
     assert grid["results"][0]["compile_cached"]  # compiled ahead, in parallel, then loaded
     assert json.loads((out / "eval.json").read_text())["examples"] == 36
     summary = (out / "summary.txt").read_text()
-    for line in ("train step: 1 of 1 rows measured", "train: 2 of 2 epochs", "test top-1",
+    for line in ("train step: 1 of 1 rows measured", "train: 3 of 3 epochs", "test top-1",
+                 "an epoch by the loop's clocks", "steps bare (train step grid)",
                  "infer: alpha 0.05", "loop: alpha 0.05"):
         assert line in summary, summary
     assert (out / "run.log").read_text().count("error") == 0

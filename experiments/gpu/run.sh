@@ -14,7 +14,8 @@
 #     `evaluate` on its test split.
 #  c. inference at batch 1024, and the training loop's overhead over the bare step.
 # Writes to $OUT (default experiments/gpu/results/run_<date>): run.log (everything), grid.json,
-# train.log, eval.json, infer.json, loop.json, summary.txt.
+# train.log with the run's metrics.jsonl and config.json, eval.json, infer.json, loop.json,
+# summary.txt.
 set -u
 OUT=${OUT:-experiments/gpu/results/run_$(date -u +%F)}
 PY=${PY:-python3}
@@ -23,7 +24,7 @@ CACHE=${CACHE:-/tmp/mobilenet_jax_compile_cache}
 WORK=${WORK:-/tmp/mobilenet_jax_gpu_run}
 if [ "${SMOKE:-0}" = 1 ]; then
   ALPHAS=0.05 DTYPES=float32 BATCHES=8 KERNELS=reference MIN_TIME=0.05 BENCH_SMOKE=--smoke
-  TRAIN_ALPHA=0.05 TRAIN_EPOCHS=2 TRAIN_BATCH=16 INFER_BATCH=16 LOOP_BATCHES=8
+  TRAIN_ALPHA=0.05 TRAIN_EPOCHS=3 TRAIN_BATCH=8 INFER_BATCH=16 LOOP_BATCHES=8
   : "${COMPILE_S:=120}" "${GRID_S:=120}" "${TRAIN_S:=120}" "${EVAL_S:=60}" "${INFER_S:=60}"
 else
   ALPHAS=1.0,0.25 DTYPES=float32,bfloat16 BATCHES=512,128,1024 KERNELS=reference,cpu
@@ -79,6 +80,7 @@ echo "## b. train, ${TRAIN_EPOCHS} epochs (limit ${TRAIN_S} s), then evaluate (l
 timeout "$TRAIN_S" $PY -m mobilenet_jax.train $TRAIN_FLAGS --workdir "$WORK/train" 2>&1 \
   | while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done \
   | tee "$OUT/train.log"
+cp "$WORK/train/metrics.jsonl" "$WORK/train/config.json" "$OUT/" 2>/dev/null
 timeout "$EVAL_S" $PY -m mobilenet_jax.evaluate --ckpt "$WORK/train" --compile-cache "$CACHE" \
   --json "$OUT/eval.json"
 

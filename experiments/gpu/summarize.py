@@ -3,7 +3,8 @@ real run's epoch time and test top-1, and what they imply for 200 CIFAR-100 epoc
 
     python experiments/gpu/summarize.py experiments/gpu/results
 
-Reads whatever of grid.json, train.log, eval.json, infer.json and loop.json exists.
+Reads whatever of grid.json, train.log, metrics.jsonl (the run's), eval.json, infer.json
+and loop.json exists.
 """
 import json
 import re
@@ -54,6 +55,30 @@ def train_lines(log: str) -> list:
             "steps"]
 
 
+def run_against_steps(epochs: list, grid: dict, alpha: float, batch: int) -> list:
+    """An epoch of the real run, by the loop's own clocks, against its steps bare (the grid's
+    fastest float32 row of that alpha and batch)."""
+    if len(epochs) < 3:
+        return []
+    later = epochs[1:]  # the first epoch compiles
+
+    def median(name):
+        values = sorted(e.get(name, 0.0) for e in later)
+        return values[len(values) // 2]
+
+    steps = later[1]["step"] - later[0]["step"]
+    lines = [f"  an epoch by the loop's clocks (median after the first): train steps "
+             f"{median('train_s'):.2f} s, BatchNorm statistics {median('precise_bn_s'):.2f} s, "
+             f"validation {median('val_s'):.2f} s ({steps} steps of batch {batch})"]
+    rows = [r for r in (grid or {}).get("results", []) if "median_step_s" in r
+            and (r["alpha"], r["batch"], r["dtype"]) == (alpha, batch, "float32")]
+    if rows:
+        bare = steps * min(r["median_step_s"] for r in rows)
+        lines.append(f"  the same {steps} steps bare (train step grid): {bare:.2f} s; the run's "
+                     f"train steps take {median('train_s') / bare:.2f}x that")
+    return lines
+
+
 def main():
     out = Path(sys.argv[1])
     lines = []
@@ -63,6 +88,11 @@ def main():
         lines += grid_lines(grid)
     if (out / "train.log").exists():
         lines += train_lines((out / "train.log").read_text())
+    if (out / "metrics.jsonl").exists():
+        epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        config = load(out / "config.json") or {}
+        lines += run_against_steps(epochs, grid, config.get("width_multiplier", 1.0),
+                                   config.get("batch_size", 512))
     result = load(out / "eval.json")
     if result:
         lines.append(f"  test top-1 {result['top1']:.4f} on {result['examples']} images (one "
