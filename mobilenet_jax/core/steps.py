@@ -264,7 +264,7 @@ def _jit_init(training: Training, replicated) -> Callable:
 
 @functools.lru_cache(maxsize=16)
 def _compiled_init(training: Training, replicated) -> Callable:
-    # Runs once a run: compiled unoptimised, 3x faster, to the same values (experiments/suite_time).
+    # Runs once a run: compiled unoptimised, in less time, to the same values (experiments/suite_time).
     return _jit_init(training, replicated).lower(jax.random.key(0)).compile(
         compiler_options={"xla_backend_optimization_level": 0})
 

@@ -120,7 +120,7 @@ class StreamedSplit:
                  workers: int = 0) -> Iterator[tuple]:
         """(uint8 images, int32 labels) of `size` consecutive positions at a time (fewer in
         the last), decoded ahead by grain's threads, or by `workers` processes."""
-        import grain  # here: only streaming needs it (0.3 s of every command's start otherwise)
+        import grain  # here: only streaming needs it, and importing it slows every start
 
         # Batched before the iterator: threads and worker processes each make whole batches.
         dataset = grain.MapDataset.source(positions).map(read).batch(size, batch_fn=_stack)

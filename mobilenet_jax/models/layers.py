@@ -152,8 +152,8 @@ def few_channel_conv(x, kernel, strides, padding):
     first pointwise convs of narrow networks).
 
     Forward as kh*kw*C_in shifted slices times a row of the kernel, summed: XLA:CPU's
-    convolution of a 3-channel input is up to 2.4x slower (experiments/stem_cpu), and a
-    matmul with 3 inputs 4-6x slower (experiments/pointwise_cpu). The backward is the
+    convolution of a 3-channel input is slower (experiments/stem_cpu), and so is a matmul
+    with 3 inputs (experiments/pointwise_cpu). The backward is the
     convolution's (for 1x1, the matmul's) own VJP, which the sliced form's autodiff (a
     reduction over the batch per kernel entry) does not beat.
     """

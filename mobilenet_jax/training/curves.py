@@ -121,8 +121,8 @@ def write_curves(workdir) -> None:
 
 
 class CurvesWriter:
-    """Redraws `<workdir>/curves.png` after each epoch in a background thread (a redraw takes
-    ~0.4 s, an epoch of the 6-class subset a few seconds): training does not wait for it."""
+    """Redraws `<workdir>/curves.png` after each epoch in a background thread: training does
+    not wait for a redraw, which can take as long as a short epoch."""
 
     def __init__(self, workdir, say=print):
         self.workdir, self.say = workdir, say
