@@ -280,3 +280,23 @@ def test_runs_that_differ_only_in_what_no_step_reads_share_their_jitted_steps(mo
     real = steps.train_step  # a wrapped step (as a test may make) is jitted anew
     monkeypatch.setattr(steps, "train_step", lambda *a, **k: real(*a, **k))
     assert steps.build(Config(), 10).jit_steps(devices).train is not first.train
+
+
+def test_a_step_that_reads_a_field_no_step_is_given_fails_when_traced(monkeypatch):
+    """The steps are given a StepsConfig: a step changed to read a field of the run outside
+    it (here the seed) fails when traced, where a shared step would have read another run's."""
+    config = Config(width_multiplier=0.05, num_classes=7, batch_size=4)  # jitted here only
+    given = steps.train_inputs
+
+    def reads_the_seed(batch, rng, config):
+        return given(batch, jax.random.fold_in(rng, config.seed), config)
+
+    monkeypatch.setattr(steps, "train_inputs", reads_the_seed)
+    devices = parallel.Devices(4)
+    training = steps.build(config)
+    batch = {"image": jax.ShapeDtypeStruct((4, 32, 32, 3), jnp.uint8),
+             "label": jax.ShapeDtypeStruct((4,), jnp.int32)}
+    with pytest.raises(AttributeError, match="seed"):
+        training.jit_steps(devices).train.lower(training.abstract_state(devices), batch,
+                                                jax.random.key(0))
+    assert not hasattr(training.config, "seed") and config.seed == 0

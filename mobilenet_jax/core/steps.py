@@ -21,6 +21,54 @@ from mobilenet_jax.models.mobilenet import MobileNetV1
 from mobilenet_jax.models.spec import HEAD
 
 
+@dataclasses.dataclass(frozen=True)
+class StepsConfig:
+    """The fields of a run's Config that the model, schedule, optimizer and steps read, and no
+    others: it is all the steps are given, so they cannot read another field by accident."""
+    # the network
+    num_classes: int
+    width_multiplier: float
+    block: str
+    stem_stride: int
+    dropout: float
+    dtype: str
+    kernels: str
+    # its input
+    resolution: int
+    mean: tuple
+    std: tuple
+    augment: bool
+    random_resized_crops: bool
+    mixup_alpha: float
+    cutmix_alpha: float
+    label_smoothing: float
+    # the schedule and optimizer
+    lr: float
+    batch_size: int
+    epochs: int
+    warmup_epochs: float
+    schedule: str
+    lr_decay_epochs: float
+    lr_decay_factor: float
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    decay_depthwise: bool
+    rmsprop_eps: float
+    freeze_backbone: bool
+    backbone_lr_scale: float
+    # what the state keeps besides the weights
+    ema_decay: float
+    precise_bn_batches: int
+
+    model_kwargs = Config.model_kwargs  # they read only fields that this holds
+    scaled_lr = Config.scaled_lr
+
+    @classmethod
+    def of(cls, config: Config) -> "StepsConfig":
+        return cls(**{field.name: getattr(config, field.name) for field in dataclasses.fields(cls)})
+
+
 class TrainState(train_state.TrainState):
     batch_stats: Any
     ema: Any = None  # {"params", "batch_stats"} averaged over steps, when config.ema_decay > 0
@@ -47,7 +95,7 @@ def update_ema(ema: dict, variables: dict, decay) -> dict:
     return jax.tree.map(lambda a, v: decay * a + (1.0 - decay) * v, ema, variables)
 
 
-def learning_rate_schedule(config: Config, steps_per_epoch: int) -> optax.Schedule:
+def learning_rate_schedule(config: StepsConfig, steps_per_epoch: int) -> optax.Schedule:
     peak = config.scaled_lr()
     total = config.epochs * steps_per_epoch
     warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
@@ -65,7 +113,7 @@ def learning_rate_schedule(config: Config, steps_per_epoch: int) -> optax.Schedu
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
 
 
-def create_optimizer(config: Config, schedule: optax.Schedule) -> optax.GradientTransformation:
+def create_optimizer(config: StepsConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
     optimizer = _optimizer(config, schedule)
     if not (config.freeze_backbone or config.backbone_lr_scale != 1.0):
         return optimizer
@@ -76,7 +124,7 @@ def create_optimizer(config: Config, schedule: optax.Schedule) -> optax.Gradient
         lambda params: {name: "head" if name == HEAD else "backbone" for name in params})
 
 
-def _optimizer(config: Config, schedule: optax.Schedule) -> optax.GradientTransformation:
+def _optimizer(config: StepsConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
     # Decay conv and dense kernels only: BatchNorm scale/offset and biases are 1-D; depthwise
     # kernels are the 3x3 ones with one input channel.
     decay_mask = functools.partial(jax.tree.map, lambda p: p.ndim > 1 and (
@@ -112,7 +160,7 @@ def cross_entropy(logits, targets, label_smoothing=0.0):
     return optax.softmax_cross_entropy(logits, optax.smooth_labels(targets, label_smoothing))
 
 
-def normalize(images_uint8: jax.Array, config: Config) -> jax.Array:
+def normalize(images_uint8: jax.Array, config: "Config | StepsConfig") -> jax.Array:
     """The network's input: images resized and standardised as the run's config says."""
     return augment.normalize(images_uint8, config.resolution, config.mean, config.std,
                           jnp.dtype(config.dtype))
@@ -124,7 +172,7 @@ def float32_input(images_uint8, config: Config) -> np.ndarray:
     return np.asarray(normalize(images_uint8, config.replace(dtype="float32")))
 
 
-def train_inputs(batch: dict, rng: jax.Array, config: Config):
+def train_inputs(batch: dict, rng: jax.Array, config: StepsConfig):
     """The network's input and targets of a training batch: augmented, standardised, mixed."""
     images = batch["image"]
     if config.augment and not config.random_resized_crops:  # those were cropped on the host
@@ -137,7 +185,7 @@ def train_inputs(batch: dict, rng: jax.Array, config: Config):
     return images, targets
 
 
-def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: Config,
+def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: StepsConfig,
                schedule: optax.Schedule):
     """One SGD step. Returns the new state and the batch's summed metrics (and the lr)."""
     rng = jax.random.fold_in(rng, state.step)
@@ -164,7 +212,8 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: Config
     return new_state, metrics
 
 
-def batch_statistics_step(state: TrainState, batch: dict, rng: jax.Array, *, config: Config):
+def batch_statistics_step(state: TrainState, batch: dict, rng: jax.Array, *,
+                          config: StepsConfig):
     """Every BatchNorm layer's mean and variance over a training batch, augmented as the train
     step does, with the evaluated weights."""
     images, _ = train_inputs(batch, rng, config)
@@ -175,7 +224,7 @@ def batch_statistics_step(state: TrainState, batch: dict, rng: jax.Array, *, con
     return jax.tree.map(lambda v: v / (1 - MobileNetV1.bn_momentum), updates["batch_stats"])
 
 
-def eval_step(state: TrainState, batch: dict, *, config: Config):
+def eval_step(state: TrainState, batch: dict, *, config: StepsConfig):
     """Summed metrics of a (masked) batch, and whether each example's top-1 is right."""
     images = normalize(batch["image"], config)
     logits = state.apply_fn(state.eval_variables(), images, train=False)
@@ -195,9 +244,9 @@ class JittedSteps:
 
 @dataclasses.dataclass(frozen=True)
 class Training:
-    """The model, schedule and optimizer that a Config describes (`config`: the fields the
-    steps read, the others at their defaults)."""
-    config: Config
+    """The model, schedule and optimizer that a Config describes, and the part of it that the
+    steps are given."""
+    config: StepsConfig
     model: MobileNetV1
     schedule: optax.Schedule
     optimizer: optax.GradientTransformation
@@ -231,25 +280,12 @@ class Training:
 
 def build(config: Config, steps_per_epoch: int = 1) -> Training:
     """The Training of `config`; `steps_per_epoch` shapes the learning-rate schedule only.
-    Its config keeps only what the steps read (the others at their defaults)."""
-    return _build(steps_config(config), steps_per_epoch)
-
-
-# Fields no step reads: runs of one process that differ only in these (a resumed or repeated
-# run, a notebook's, the tests') share one Training (model, schedule, optimizer) and its
-# jitted steps, traced once.
-NOT_READ_BY_STEPS = tuple(name for name in Config.RUN_CONTROL + Config.LOCATIONS
-                          if name != "kernels") + (
-    "dataset", "split", "val_fraction", "class_names", "init_from", "seed")
-
-
-def steps_config(config: Config) -> Config:
-    """`config` with the fields no step reads at their defaults."""
-    return config.replace(**{name: getattr(Config(), name) for name in NOT_READ_BY_STEPS})
+    Runs whose StepsConfigs are equal share one Training and its jitted steps."""
+    return _build(StepsConfig.of(config), steps_per_epoch)
 
 
 @functools.lru_cache(maxsize=16)
-def _build(config: Config, steps_per_epoch: int) -> Training:
+def _build(config: StepsConfig, steps_per_epoch: int) -> Training:
     # One model object per config: a TrainState's apply_fn is bound to it, and jit traces a
     # step anew for a state whose apply_fn is bound to another (equal) model object.
     schedule = learning_rate_schedule(config, steps_per_epoch)
