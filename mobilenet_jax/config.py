@@ -229,10 +229,6 @@ PRESETS = {
 }
 
 
-# What a run reads from its data when it starts (and keeps): how to feed its network.
-DATA_FACTS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["from_data"])
-
-
 def save_json(config: Config, path) -> None:
     with open(path, "w") as f:
         json.dump(config.to_dict(), f, indent=2, sort_keys=True)

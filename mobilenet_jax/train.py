@@ -3,7 +3,8 @@
     python -m mobilenet_jax.train --alpha 0.1 --workdir runs/a
 
 Rerunning the same command in the same workdir resumes from its latest checkpoint; SIGINT or
-SIGTERM finishes the step in flight, checkpoints and exits. The loop is training/loop.py.
+SIGTERM finishes the step in flight, checkpoints and exits. The run is resolved by
+training/plan.py, then trained by training/loop.py.
 """
 import pathlib
 
@@ -14,7 +15,7 @@ from mobilenet_jax.core import parallel
 from mobilenet_jax.data.arrays import DataError
 from mobilenet_jax.errors import write_error_line
 from mobilenet_jax.models.memory import estimated_step_bytes
-from mobilenet_jax.training import loop
+from mobilenet_jax.training import loop, plan
 from mobilenet_jax.training.step_metrics import TrainingStopped
 
 
@@ -33,14 +34,13 @@ def main(argv=None):
         process.use_compile_cache(args.compile_cache)
         config = Config().replace(**given)  # validates the flags before anything heavy
         parallel.maybe_initialize_distributed(config.distributed)
-        workdir = pathlib.Path(config.workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        config = loop.resolve_run_config(given, workdir)
-        process.keep_freed_memory(estimated_step_bytes(config, config.batch_size))
+        pathlib.Path(config.workdir).mkdir(parents=True, exist_ok=True)
+        run = plan.resolve(given, num_classes_from_data="num_classes" not in given)
+        # The plan reads data but starts no JAX backend: the allocator is still ours to set.
+        process.keep_freed_memory(estimated_step_bytes(run.config, run.config.batch_size))
         stop = process.StopSignals()
         try:
-            loop.train(config, num_classes_from_data="num_classes" not in given,
-                       stop_requested=stop)
+            loop.train(run, stop_requested=stop)
         finally:
             stop.close()
     except (ValueError, DataError, ckpt_lib.CheckpointError, TrainingStopped) as e:

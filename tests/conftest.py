@@ -1,4 +1,5 @@
 import contextlib
+import dataclasses
 import fcntl
 import importlib
 import io
@@ -71,6 +72,20 @@ def tiny_config(data_dir, workdir, **kw):
                             val_fraction=0.1, epochs=2, data_dir=data_dir, offline=True,
                             progress=False, workdir=str(workdir), keep=2, precise_bn_batches=2),
                      **kw})
+
+
+def flags_of(config) -> dict:
+    """The flags that make `config`: its fields that differ from the defaults."""
+    from mobilenet_jax import Config
+    default = Config()
+    return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)
+            if getattr(config, field.name) != getattr(default, field.name)}
+
+
+def train(config, num_classes_from_data=False, **kwargs) -> dict:
+    """The run of `config` planned as `train` plans the flags that make it, then trained."""
+    from mobilenet_jax.training import loop, plan
+    return loop.train(plan.resolve(flags_of(config), num_classes_from_data), **kwargs)
 
 
 def run(args, cwd, timeout=600, env=None, process=False):

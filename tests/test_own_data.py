@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, REPO, assert_one_line_error, run, run_in_one_process
+from conftest import CLASSES, REPO, assert_one_line_error, run, run_in_one_process, train
 from mobilenet_jax import Config
 from mobilenet_jax.data import arrays, from_folder, from_tfds
 from mobilenet_jax.core import checkpoint as ckpt_lib
 from mobilenet_jax.core import steps
 from mobilenet_jax.evaluators.classification import evaluate_split
-from mobilenet_jax.training import loop
 from mobilenet_jax.core.restore import restore
 
 def test_folder_loads_as_squares_with_names_from_folders(folder):
@@ -64,7 +63,7 @@ def test_another_tfds_image_dataset_trains_through_the_same_path(tmp_path):
             config = Config(dataset=name, width_multiplier=0.1, batch_size=16, epochs=1,
                             val_fraction=0, offline=True, progress=False, precise_bn_batches=2,
                             workdir=str(tmp_path / name))
-            result = loop.train(config, num_classes_from_data=True)
+            result = train(config, num_classes_from_data=True)
         assert result["step"] == 4 and np.isfinite(result["train_loss"])
         stored = restore(ckpt_lib.resolve(tmp_path / name)).config
         assert stored.image_size == size and len(stored.class_names) == stored.num_classes
@@ -114,7 +113,7 @@ def test_backbone_lr_scale_scales_the_backbone_step(trained_run, folder, tmp_pat
                         width_multiplier=0.25, backbone_lr_scale=scale, warmup_epochs=0,
                         batch_size=16, epochs=1, val_fraction=0, progress=False,
                         precise_bn_batches=0, workdir=str(tmp_path / str(scale)), max_steps=1)
-        loop.train(config)
+        train(config)
         state = restore(tmp_path / str(scale) / "checkpoints" / "1").state
         updates[scale] = state.params
     before = np.asarray(source_state.eval_variables()["params"]["block13"]["pointwise"]["kernel"],
@@ -193,9 +192,9 @@ def test_a_short_run_evaluates_as_it_trained(tmp_path):
     the running statistics (what evaluate ran before, measured at chance in
     experiments/eval_statistics) do not."""
     eval_statistics_measure.write_folder(tmp_path / "colours")
-    loop.train(Config(image_folder=str(tmp_path / "colours"), width_multiplier=0.25, epochs=6,
-                      batch_size=32, val_fraction=0, progress=False, checkpoint_every=6,
-                      workdir=str(tmp_path / "run")), num_classes_from_data=True)
+    train(Config(image_folder=str(tmp_path / "colours"), width_multiplier=0.25, epochs=6,
+                 batch_size=32, val_fraction=0, progress=False, checkpoint_every=6,
+                 workdir=str(tmp_path / "run")), num_classes_from_data=True)
     model = restore(ckpt_lib.resolve(tmp_path / "run"))
     test = from_folder.load(tmp_path / "colours", "test", model.config.image_size)
     evaluate = steps.build(model.config).jit_steps(model.devices).eval

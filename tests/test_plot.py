@@ -1,7 +1,7 @@
 """plot: training curves of one run or several, from their metrics.jsonl and config.json."""
 import json
 
-from conftest import assert_one_line_error, run, tiny_config
+from conftest import assert_one_line_error, run, tiny_config, train
 from mobilenet_jax.training import curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -81,8 +81,7 @@ def test_plot_bad_input_is_one_line(tmp_path):
 
 
 def test_train_draws_curves_after_each_epoch(subset_dir, tmp_path):
-    from mobilenet_jax.training import loop
-    loop.train(tiny_config(subset_dir, tmp_path))
+    train(tiny_config(subset_dir, tmp_path))
     assert png_size(tmp_path / "curves.png")[0] > 800
     assert not list(tmp_path.glob(".curves.png.tmp"))
 

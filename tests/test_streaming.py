@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, run, tiny_config
+from conftest import CLASSES, run, tiny_config, train
 from mobilenet_jax import process
 from mobilenet_jax.core.restore import restore
 from mobilenet_jax.data import arrays, from_folder, from_tfds, images, streaming
-from mobilenet_jax.training import loop
 
 
 class FixedDraws:
@@ -112,8 +111,8 @@ def test_the_subset_streams_as_array_records_and_trains_as_in_memory(subset_arra
     """The same training run from memory and streamed: bit-identical parameters."""
     results = {}
     for input in ("memory", "stream"):
-        loop.train(tiny_config(subset_array_record_dir, tmp_path / input, max_steps=8,
-                               input=input))  # one epoch
+        train(tiny_config(subset_array_record_dir, tmp_path / input, max_steps=8,
+                          input=input))  # one epoch
         results[input] = restore(tmp_path / input / "checkpoints" / "8").state
     assert isinstance(from_tfds.load("cifar100", "test", subset_array_record_dir, True,
                                      input="stream"), streaming.StreamedSplit)

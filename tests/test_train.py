@@ -1,13 +1,18 @@
 """The training loop: exact resume, NaN handling, resume config checks."""
+import builtins
+import collections
+import os
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import tiny_config, train
 from mobilenet_jax import Config
 from mobilenet_jax.core import parallel, steps
-from mobilenet_jax.training import loop
+from mobilenet_jax.training import loop, plan
 from mobilenet_jax.training.step_metrics import TrainingStopped
 from mobilenet_jax.core.restore import restore
 
@@ -25,11 +30,11 @@ def test_resume_is_exact(subset_dir, tmp_path, capsys, monkeypatch):
     resumed steps run ahead of the device as on an accelerator (prefetched batches, metrics
     read late), the straight ones do not: the same batches, the same result."""
     a, b = tmp_path / "straight", tmp_path / "resumed"
-    loop.train(tiny_config(subset_dir, a, max_steps=12))
-    loop.train(tiny_config(subset_dir, b, max_steps=6, keep=3))
+    train(tiny_config(subset_dir, a, max_steps=12))
+    train(tiny_config(subset_dir, b, max_steps=6, keep=3))
     capsys.readouterr()
     monkeypatch.setattr(parallel, "run_ahead", lambda backend: RUN_AHEAD)
-    loop.train(tiny_config(subset_dir, b, max_steps=12, keep=3))
+    train(tiny_config(subset_dir, b, max_steps=12, keep=3))
     assert "resuming" in capsys.readouterr().out
     (sa, pa), (sb, pb) = restored(a, 12), restored(b, 12)
     assert int(sa.step) == int(sb.step) == 12 and pa == pb
@@ -59,7 +64,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(subset_dir, tmp_path, mon
 
     monkeypatch.setattr(steps, "train_step", poisoned)
     with pytest.raises(TrainingStopped, match=r"nan at step 11.*step 8\) is intact"):
-        loop.train(config)
+        train(config)
     latest = (tmp_path / "checkpoints" / "latest").resolve()
     assert latest.name == "8"
     state, _ = restored(tmp_path, 8)
@@ -67,10 +72,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(subset_dir, tmp_path, mon
 
 
 def test_resuming_with_a_different_architecture_is_refused(subset_dir, tmp_path):
-    loop.train(tiny_config(subset_dir, tmp_path, max_steps=2))
+    train(tiny_config(subset_dir, tmp_path, max_steps=2))
     with pytest.raises(ValueError, match="width_multiplier=0.1.*width_multiplier=0.5"):
-        loop.resolve_run_config({"width_multiplier": 0.5}, tmp_path)
-    same = loop.resolve_run_config({"max_steps": 4, "keep": 1}, tmp_path)
+        plan.run_config({"width_multiplier": 0.5, "workdir": str(tmp_path)})
+    same, resuming, _ = plan.run_config({"max_steps": 4, "keep": 1, "workdir": str(tmp_path)})
+    assert resuming
     assert same.width_multiplier == 0.1 and same.max_steps == 4 and same.keep == 1
 
 
@@ -78,15 +84,15 @@ def test_resume_falls_back_past_a_corrupt_newest_checkpoint(subset_dir, tmp_path
     """The newest checkpoint corrupted: the rerun sets it aside, resumes from the one before
     and ends exactly where an uninterrupted run ends."""
     a, b = tmp_path / "straight", tmp_path / "corrupted"
-    loop.train(tiny_config(subset_dir, a))
-    loop.train(tiny_config(subset_dir, b, max_steps=12))  # saves 8 and 12
+    train(tiny_config(subset_dir, a))
+    train(tiny_config(subset_dir, b, max_steps=12))  # saves 8 and 12
     state_file = max((p for p in (b / "checkpoints" / "12" / "state").rglob("*") if p.is_file()),
                      key=lambda p: p.stat().st_size)
     data = bytearray(state_file.read_bytes())
     data[len(data) // 2] ^= 1
     state_file.write_bytes(bytes(data))
     capsys.readouterr()
-    loop.train(tiny_config(subset_dir, b))
+    train(tiny_config(subset_dir, b))
     out = capsys.readouterr().out
     assert "12 is corrupt" in out and "moved it to 12.corrupt" in out
     assert "resuming" in out and "from step 8" in out
@@ -98,24 +104,24 @@ def test_resume_falls_back_past_a_corrupt_newest_checkpoint(subset_dir, tmp_path
 
 
 def test_max_steps_applies_to_the_invocation_that_passes_it(subset_dir, tmp_path, capsys):
-    loop.train(tiny_config(subset_dir, tmp_path, max_steps=4))
-    again = loop.resolve_run_config({"max_steps": 4}, tmp_path)
+    train(tiny_config(subset_dir, tmp_path, max_steps=4))
+    again = plan.resolve({"max_steps": 4, "workdir": str(tmp_path)})
     assert loop.train(again) == {"step": 4, "stopped": True}  # no fifth step
     assert "nothing to train" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["4", "latest"]
-    without = loop.resolve_run_config({}, tmp_path)
+    without, _, _ = plan.run_config({"workdir": str(tmp_path)})
     assert without.max_steps is None and without.keep == Config().keep  # not the stored 2
-    assert loop.train(without.replace(max_steps=6))["step"] == 6
+    assert train(without.replace(max_steps=6))["step"] == 6
 
 
 def test_a_run_records_its_class_names_and_keeps_them(subset_dir, tmp_path):
     config = tiny_config(subset_dir, tmp_path, max_steps=2)
-    loop.train(config)
+    train(config)
     stored = restore(tmp_path / "checkpoints" / "2").config
     assert len(stored.class_names) == 100 and stored.class_names[6] == "bee"
-    assert loop.resolve_run_config({}, tmp_path).class_names == stored.class_names
+    assert plan.run_config({"workdir": str(tmp_path)})[0].class_names == stored.class_names
     with pytest.raises(ValueError, match="trained on classes"):
-        loop.with_class_names(stored, tuple(f"c{i}" for i in range(100)))
+        plan.with_class_names(stored, tuple(f"c{i}" for i in range(100)))
 
 
 def test_a_preset_gives_its_values_and_given_flags_win(folder, tmp_path):
@@ -131,3 +137,29 @@ def test_a_preset_gives_its_values_and_given_flags_win(folder, tmp_path):
     for name, value in PRESETS["imagenet"].items():
         assert getattr(config, name) == given.get(name, value), name
     assert config.random_resized_crops  # streamed, images of varied sizes
+
+
+def test_a_resumed_or_fine_tuned_run_reads_each_config_once(subset_dir, tmp_path, monkeypatch):
+    """The plan reads the workdir's config.json (resume) and the --init-from checkpoint's
+    config (fine-tune) once each; nothing after it reads them again."""
+    source = tmp_path / "source"
+    train(tiny_config(subset_dir, source, max_steps=2))
+    reads = collections.Counter()
+    real_open, real_read_text = builtins.open, pathlib.Path.read_text
+
+    def counting_open(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and "b" not in mode and "r" in mode:
+            reads[pathlib.Path(file).absolute()] += 1
+        return real_open(file, mode, *args, **kwargs)
+
+    def counting_read_text(path, *args, **kwargs):
+        reads[path.absolute()] += 1
+        return real_read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(pathlib.Path, "read_text", counting_read_text)
+    train(tiny_config(subset_dir, source, max_steps=4))
+    assert reads[(source / "config.json").absolute()] == 1
+    step_dir = (source / "checkpoints" / "4").absolute()
+    train(tiny_config(subset_dir, tmp_path / "fine-tuned", init_from=str(step_dir), max_steps=1))
+    assert reads[step_dir / "config" / "metadata"] == 1

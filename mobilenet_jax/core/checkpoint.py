@@ -370,14 +370,16 @@ def read_config(step_dir) -> Config:
                               f"{_short(e)}); use another checkpoint") from None
 
 
-def restore_step(step_dir, abstract_state) -> tuple[Any, Config, dict]:
+def restore_step(step_dir, abstract_state, config: Optional[Config] = None
+                 ) -> tuple[Any, Config, dict]:
     """Verify a step directory, then restore it into the structure, shapes and shardings of
-    `abstract_state`. Relative paths are fine (orbax itself wants absolute ones)."""
+    `abstract_state`; `config`: its config where the caller has read it already. Relative
+    paths are fine (orbax itself wants absolute ones)."""
     step_dir = pathlib.Path(step_dir).absolute()
     if not verify(step_dir):
         print(f"note: checkpoint {step_dir} has no {MANIFEST} (written before checkpoints "
               "carried one); restoring it unverified", file=sys.stderr)
-    config = read_config(step_dir)
+    config = config or read_config(step_dir)
     arrays = stored_arrays(abstract_state)
     read = _read_packed if (step_dir / LAYOUT_FILE.parent).is_dir() else _read_per_array
     host, position = read(step_dir, arrays)

@@ -1,9 +1,11 @@
-"""The training loop around `steps.train_step`, for any number of devices and hosts.
+"""The training loop: a Plan (training/plan.py) trained, for any number of devices and hosts.
 
 Rerunning in the same workdir resumes from its latest checkpoint, exactly: the data order is a
 function of (seed, epoch) and the checkpoint holds the step and the RNG key.
 """
 import contextlib
+import dataclasses
+import functools
 import pathlib
 import time
 from typing import Callable, Iterable, Optional
@@ -13,95 +15,30 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from mobilenet_jax.config import DATA_FACTS, Config, load_json, save_json
+from mobilenet_jax.config import save_json
 from mobilenet_jax.core import checkpoint as ckpt_lib
 from mobilenet_jax.core import parallel, steps
 from mobilenet_jax.core.metrics import summarize_metrics
-from mobilenet_jax.data import arrays, sources
 from mobilenet_jax.data.prefetch import prefetch
-from mobilenet_jax.data.streaming import StreamedSplit
 from mobilenet_jax.evaluators.classification import evaluate_split
 from mobilenet_jax.training import curves, finetune, precise_bn
 from mobilenet_jax.training.metrics_log import MetricsLog
+from mobilenet_jax.training.plan import Plan
 from mobilenet_jax.training.step_metrics import StepMetrics
 
 
-def resolve_run_config(given: dict, workdir: pathlib.Path) -> Config:
-    """The flags given, or, when the workdir holds a run, that run's config (resume) with the
-    run-control flags of this invocation (defaults where not passed)."""
-    saved_path = workdir / "config.json"
-    if not (saved_path.exists() and (workdir / "checkpoints" / ckpt_lib.LATEST).exists()):
-        return Config().replace(**finetune.with_source_architecture(given))
-    saved = load_json(saved_path)
-    may_differ = Config.RUN_CONTROL + Config.LOCATIONS
-    for name, value in given.items():
-        if name not in may_differ and getattr(saved, name) != value:
-            raise ValueError(f"{workdir} holds a run with {name}={getattr(saved, name)!r} but "
-                             f"{name}={value!r} was passed; drop the flag to resume that run or "
-                             "pass another --workdir for a new one")
-    control = {name: given.get(name, getattr(Config(), name)) for name in Config.RUN_CONTROL}
-    return saved.replace(**control, **{k: v for k, v in given.items() if k in Config.LOCATIONS})
-
-
-def with_class_names(config: Config, names: tuple, count_from_data: bool = False) -> Config:
-    """The config with the dataset's class names, which later commands (predict, export) show;
-    with `count_from_data`, also their number as num_classes."""
-    if not names or config.class_names == names:
-        return config
-    if config.class_names:
-        raise ValueError(f"{config.workdir} holds a run trained on classes "
-                         f"{list(config.class_names)[:5]}..., but {config.dataset!r} has "
-                         f"{list(names)[:5]}...; pass another --workdir for a new run")
-    return config.replace(class_names=names,
-                          **({"num_classes": len(names)} if count_from_data else {}))
-
-
-def train(config: Config, num_classes_from_data: bool = False,
-          stop_requested: Callable[[], Optional[str]] = lambda: None) -> dict:
-    """Train (or resume) the run of `config` in config.workdir. Returns the final metrics.
-    With `num_classes_from_data`, the dataset's class count replaces config.num_classes.
+def train(plan: Plan, stop_requested: Callable[[], Optional[str]] = lambda: None) -> dict:
+    """Train (or resume) the planned run in its workdir. Returns the final metrics.
     `stop_requested` (polled every step, e.g. `process.StopSignals`) returns a reason to stop
     or None; given a reason, the loop checkpoints and returns."""
-    workdir = pathlib.Path(config.workdir)
+    config, workdir = plan.config, pathlib.Path(plan.config.workdir)
     main_process = jax.process_index() == 0
+    say = print if main_process else _silent
     devices = parallel.Devices(config.batch_size)
-    say = print if main_process else (lambda *a, **k: None)
-
-    resuming = (workdir / "checkpoints" / ckpt_lib.LATEST).exists()
-    if config.init_from and not resuming:  # a source that cannot be fine-tuned fails first
-        finetune.checkpoint_to_start_from(config)
-    # a run trained on crops of the full images needs them again
-    train_split = sources.load_split(
-        config.replace(input="stream") if config.random_resized_crops else config, config.split)
-    config = with_class_names(config, train_split.class_names, num_classes_from_data)
-    train_split, val_split = arrays.split_validation(train_split, config.val_fraction, config.seed)
-    if resuming and (workdir / "config.json").exists():  # fed as the run was fed so far
-        stored = load_json(workdir / "config.json")
-        config = config.replace(**{name: getattr(stored, name) for name in DATA_FACTS})
-    else:  # what this and later commands need to feed the network, read from the data once
-        mean, std = train_split.channel_statistics()
-        config = config.replace(image_size=train_split.side, mean=mean, std=std,
-                                random_resized_crops=config.augment and isinstance(
-                                    train_split, StreamedSplit) and not train_split.fixed_size)
-    steps_per_epoch = len(train_split) // config.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"the training split has {len(train_split)} examples, fewer than one "
-                         f"batch of {config.batch_size}; lower --batch-size")
-    total_steps = config.epochs * steps_per_epoch
-
-    training = steps.build(config, steps_per_epoch)
+    training = steps.build(config, plan.steps_per_epoch)
     checkpoints = ckpt_lib.Checkpoints(workdir / "checkpoints", config.keep,
-                                       keep_best=val_split is not None, say=say)
-    base_rng = jax.random.key(config.seed)
-    if checkpoints.latest_step() is not None:
-        step = checkpoints.latest_step()
-        state, _, position = checkpoints.restore(step, training.abstract_state(devices))
-        base_rng = jax.random.wrap_key_data(np.asarray(position["rng"], np.uint32))
-        say(f"resuming {workdir} from step {step} (epoch {step // steps_per_epoch + 1})")
-    elif config.init_from:
-        state = finetune.initial_state(config, training, devices, base_rng, say)
-    else:
-        state = training.new_state(base_rng, devices)
+                                       keep_best=plan.val_split is not None, say=say)
+    state, rng = first_state(plan, training, checkpoints, devices, say)
     if main_process:
         save_json(config, workdir / "config.json")
     if config.max_steps is not None and int(state.step) >= config.max_steps:
@@ -110,91 +47,140 @@ def train(config: Config, num_classes_from_data: bool = False,
             "not pass: nothing to train (drop the flag or raise it to go on)")
         return {"step": int(state.step), "stopped": True}
 
-    jitted = training.jit_steps(devices)
+    work = EpochWork(plan, devices, training.jit_steps(devices), checkpoints, rng,
+                     stop_requested)
     log = MetricsLog(workdir, main_process)
     curve_writer = curves.CurvesWriter(workdir, say) if main_process else None
-    rng_data = np.asarray(jax.random.key_data(base_rng)).tolist()
-
-    def save(state, metrics=None):
-        step = int(state.step)
-        checkpoints.save(state, config, {"step": step, "epoch": step // steps_per_epoch,
-                                         "steps_per_epoch": steps_per_epoch, "rng": rng_data},
-                         metrics)
-        return step
-
-    def with_precise_statistics(state, epoch: int):
-        """The state with BatchNorm statistics recomputed for what evaluates it next, and the
-        seconds that took (None: the run keeps none)."""
-        if state.precise_batch_stats is None:
-            return state, None
-        start = time.perf_counter()
-        state = precise_bn.recompute(state, train_split, config, devices,
-                                     jitted.batch_statistics, base_rng, epoch)
-        jax.block_until_ready(state.precise_batch_stats)
-        return state, round(time.perf_counter() - start, 3)
-
-    def should_stop(step: int) -> Optional[str]:
-        if config.max_steps is not None and step >= config.max_steps:
-            return f"--max-steps {config.max_steps}"
-        return _agreed_stop(stop_requested(), step)
-
-    step = int(state.step)
-    summary = {}
-    ahead = parallel.run_ahead(jax.default_backend())
-    metrics = StepMetrics(config.batch_size, checkpoints.latest_step, ahead["lag"])
+    step, summary = int(state.step), {}
+    metrics = StepMetrics(config.batch_size, checkpoints.latest_step,
+                          parallel.run_ahead(jax.default_backend())["lag"])
     try:
-        while step < total_steps:
-            epoch, offset = divmod(step, steps_per_epoch)
-            bar = tqdm(total=steps_per_epoch, initial=offset, desc=f"epoch {epoch + 1}/{config.epochs}",
-                       unit="step", disable=not (config.progress and main_process), leave=False)
-            metrics.start_epoch()
-            epoch_start = time.perf_counter()
-            metrics.on_read = lambda sums, bar=bar: bar.set_postfix(
-                loss=f"{sums['loss'] / sums['count']:.3f}",
-                top1=f"{sums['top1'] / sums['count']:.3f}",
-                img_s=f"{metrics.images_per_s():.0f}", refresh=False)
-            batches = train_split.train_batches(config.batch_size, config.seed, epoch, offset,
-                                                devices.process_index, devices.process_count,
-                                                config.random_resized_crops)
-            with contextlib.closing(prefetch(batches, devices.global_batch,
-                                             ahead["prefetch"])) as on_devices:
-                state, step, stop = train_steps(state, on_devices, jitted.train, base_rng,
-                                                metrics, step, bar.update, should_stop)
-            metrics.read_all()  # every loss checked before anything is saved
-            bar.close()
+        while step < plan.total_steps:
+            epoch = step // plan.steps_per_epoch
+            start = time.perf_counter()
+            state, step, stop = train_epoch(state, step, work, metrics, main_process)
             if stop:
-                save(with_precise_statistics(state, epoch)[0])
+                work.save(work.with_precise_statistics(state, epoch)[0])
                 checkpoints.wait()
                 say(f"stopped at step {step} ({stop}); saved a checkpoint in "
                     f"{checkpoints.directory}; rerun the same command to resume")
                 return {"step": step, "stopped": True}
             summary = {"epoch": epoch + 1, **metrics.summary(),
-                       "train_s": round(time.perf_counter() - epoch_start, 3)}
-            saving = (epoch + 1) % config.checkpoint_every == 0 or step == total_steps
-            if val_split is not None or saving:
-                state, seconds = with_precise_statistics(state, epoch)
-                if seconds is not None:
-                    summary["precise_bn_s"] = seconds
-            if val_split is not None:
-                start = time.perf_counter()
-                summary.update(summarize_metrics(
-                    evaluate_split(state, val_split, config.batch_size, devices, jitted.eval), "val"))
-                summary["val_s"] = round(time.perf_counter() - start, 3)
+                       "train_s": round(time.perf_counter() - start, 3)}
+            saving = (epoch + 1) % config.checkpoint_every == 0 or step == plan.total_steps
+            if plan.val_split is not None or saving:
+                state, seconds = work.with_precise_statistics(state, epoch)
+                summary.update({"precise_bn_s": seconds} if seconds is not None else {})
+            if plan.val_split is not None:
+                summary.update(work.validate(state))
             log.write(step, summary)
             if curve_writer:
                 curve_writer.update()
             say(format_epoch(summary, config.epochs))
             if saving:
-                save(state, {"val_top1": summary["val_top1"]} if val_split is not None else None)
+                work.save(state, {"val_top1": summary["val_top1"]} if "val_top1" in summary
+                          else None)
         checkpoints.wait()  # the last save, written in the background, is on disk
     finally:
         log.close()
         if curve_writer:
             curve_writer.close()
         checkpoints.close()
-    say(f"done: {total_steps} steps; checkpoints in {checkpoints.directory} "
-        f"(evaluate with: python -m mobilenet_jax.evaluate --ckpt {checkpoints.directory / 'latest'})")
+    latest = checkpoints.directory / ckpt_lib.LATEST
+    say(f"done: {plan.total_steps} steps; checkpoints in {checkpoints.directory} "
+        f"(evaluate with: python -m mobilenet_jax.evaluate --ckpt {latest})")
     return {"step": step, "stopped": False, **summary}
+
+
+def first_state(plan: Plan, training: steps.Training, checkpoints: ckpt_lib.Checkpoints,
+                devices: parallel.Devices, say: Callable) -> tuple:
+    """(state, the run's RNG key): the latest checkpoint's, the fine-tune source's weights in a
+    new state, or a new state."""
+    rng = jax.random.key(plan.config.seed)
+    step = checkpoints.latest_step()
+    if step is not None:
+        state, _, position = checkpoints.restore(step, training.abstract_state(devices))
+        say(f"resuming {plan.config.workdir} from step {step} "
+            f"(epoch {step // plan.steps_per_epoch + 1})")
+        return state, jax.random.wrap_key_data(np.asarray(position["rng"], np.uint32))
+    if plan.source is not None:
+        return finetune.initial_state(plan.config, plan.source, training, devices, rng, say), rng
+    return training.new_state(rng, devices), rng
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochWork:
+    """What a run does around its steps: stop requests, BatchNorm statistics, validation and
+    checkpoints, with what they need."""
+    plan: Plan
+    devices: parallel.Devices
+    jitted: steps.JittedSteps
+    checkpoints: ckpt_lib.Checkpoints
+    rng: jax.Array
+    stop_requested: Callable[[], Optional[str]]
+
+    def should_stop(self, step: int) -> Optional[str]:
+        max_steps = self.plan.config.max_steps
+        if max_steps is not None and step >= max_steps:
+            return f"--max-steps {max_steps}"
+        return _agreed_stop(self.stop_requested(), step)
+
+    def with_precise_statistics(self, state, epoch: int):
+        """The state with BatchNorm statistics recomputed for what evaluates it next, and the
+        seconds that took (None: the run keeps none)."""
+        if state.precise_batch_stats is None:
+            return state, None
+        start = time.perf_counter()
+        state = precise_bn.recompute(state, self.plan.train_split, self.plan.config,
+                                     self.devices, self.jitted.batch_statistics, self.rng, epoch)
+        jax.block_until_ready(state.precise_batch_stats)
+        return state, round(time.perf_counter() - start, 3)
+
+    def validate(self, state) -> dict:
+        """The validation split's metrics (`val_...`) and the seconds they took (`val_s`)."""
+        start = time.perf_counter()
+        metrics = summarize_metrics(evaluate_split(state, self.plan.val_split,
+                                                   self.plan.config.batch_size, self.devices,
+                                                   self.jitted.eval), "val")
+        return {**metrics, "val_s": round(time.perf_counter() - start, 3)}
+
+    def save(self, state, metrics: Optional[dict] = None) -> None:
+        step = int(state.step)
+        rng = np.asarray(jax.random.key_data(self.rng)).tolist()
+        self.checkpoints.save(state, self.plan.config,
+                              {"step": step, "epoch": step // self.plan.steps_per_epoch,
+                               "steps_per_epoch": self.plan.steps_per_epoch, "rng": rng},
+                              metrics)
+
+
+def train_epoch(state, step: int, work: EpochWork, metrics: StepMetrics, show_progress: bool):
+    """The rest of the epoch that `step` is in. Returns (state, step, a stop reason or None)."""
+    config, steps_per_epoch = work.plan.config, work.plan.steps_per_epoch
+    epoch, offset = divmod(step, steps_per_epoch)
+    bar = tqdm(total=steps_per_epoch, initial=offset, desc=f"epoch {epoch + 1}/{config.epochs}",
+               unit="step", disable=not (config.progress and show_progress), leave=False)
+    metrics.start_epoch()
+    metrics.on_read = functools.partial(_show_progress, bar, metrics)
+    batches = work.plan.train_split.train_batches(
+        config.batch_size, config.seed, epoch, offset, work.devices.process_index,
+        work.devices.process_count, config.random_resized_crops)
+    prefetched = parallel.run_ahead(jax.default_backend())["prefetch"]
+    with contextlib.closing(prefetch(batches, work.devices.global_batch, prefetched)) as on_devices:
+        state, step, stop = train_steps(state, on_devices, work.jitted.train, work.rng, metrics,
+                                        step, bar.update, work.should_stop)
+    metrics.read_all()  # every loss checked before anything is saved
+    bar.close()
+    return state, step, stop
+
+
+def _show_progress(bar, metrics: StepMetrics, sums: dict) -> None:
+    bar.set_postfix(loss=f"{sums['loss'] / sums['count']:.3f}",
+                    top1=f"{sums['top1'] / sums['count']:.3f}",
+                    img_s=f"{metrics.images_per_s():.0f}", refresh=False)
+
+
+def _silent(*args, **kwargs) -> None:
+    pass
 
 
 def train_steps(state, batches: Iterable[dict], train_step: Callable, rng: jax.Array,
