@@ -14,10 +14,9 @@ Timing: warm-up steps, then at least 20 steps and 4 s (at most 30 s), median ste
 count, against a bare decode-crop-resize loop over the same files (benchmarks/data_pipeline.py).
 """
 import argparse
+import itertools
 import json
 import sys
-
-import jax
 
 from mobilenet_jax import cli, process
 from mobilenet_jax.benchmarks.data_pipeline import bench_data, format_data_table
@@ -25,7 +24,7 @@ from mobilenet_jax.benchmarks.loop_overhead import bench_loop, format_loop_table
 from mobilenet_jax.benchmarks.throughput import (SMOKE, bench_infer, bench_train,
                                                  forward_mult_adds, format_table)
 from mobilenet_jax.benchmarks.timing import (MAX_TIME_S, MIN_STEPS, MIN_TIME_S, WARMUP,
-                                             machine_info, matmul_peak)
+                                             counting_cache_hits, machine_info, matmul_peak)
 from mobilenet_jax.config import Config
 from mobilenet_jax.data.arrays import DataError
 from mobilenet_jax.models.memory import estimated_step_bytes
@@ -47,6 +46,51 @@ def parse_list(text, typ, name):
 
 def main(argv=None):
     process.start_command()
+    args = build_parser().parse_args(argv)
+    command = " ".join(["python -m mobilenet_jax.benchmark",
+                        *(sys.argv[1:] if argv is None else argv)])
+    if args.mode == "data":
+        return data_mode(args, command)
+    settings, rows = plan_rows(args)
+    # The allocator is set once per process, before JAX starts, for the run's largest step:
+    # time small and large models in separate runs (experiments/cpu_throughput/run_sitting.sh).
+    step_bytes = max(estimated_step_bytes(row["config"], row["batch"], row["mode"] != "infer")
+                     for row in rows)
+    applied = process.keep_freed_memory(step_bytes)
+    info = {**machine_info(), "keep_freed_memory": applied,
+            "single_arena": applied and process.needs_single_arena(step_bytes)}
+    peak = matmul_peak(512 if args.smoke else 2048)
+    print(machine_line(info), flush=True)
+    print(f"# float32 {peak['n']}^3 matmul: {peak['gflops_median']:.1f} GFLOP/s (median)",
+          flush=True)
+    result = {"machine": info, "matmul_peak": peak,
+              "settings": {**settings, "command": command}, "results": []}
+    table = format_loop_table if args.mode == "loop" else format_table
+    with counting_cache_hits() as cache_hits:
+        for row in rows:
+            config, first_policy, mode = row.pop("config"), row.pop("first_policy"), row["mode"]
+            rec = {**row, "resolved": resolve_kernels(config.kernels, info["backend"]),
+                   **run_row(config, mode, row["batch"], settings["timing"],
+                             args.pipeline and first_policy, args.compile_only, cache_hits)}
+            if "img_per_s" in rec:
+                rec["gflops"] = rec["flops_per_image"] * rec["img_per_s"] / 1e9
+                rec["pct_of_peak"] = 100 * rec["gflops"] / peak["gflops_median"]
+            result["results"].append(rec)
+            if args.compile_only:
+                print(f"compiled {mode} alpha {rec['alpha']} {rec['dtype']} batch {rec['batch']} "
+                      f"{rec['kernels']}: " + (rec.get("error") or f"{rec['compile_s']:.1f} s"),
+                      flush=True)
+            else:
+                print(table([rec]).splitlines()[-1], flush=True)
+            if args.json:  # as it goes: a run cut short keeps its rows
+                write_json(result, args.json)
+    if not args.compile_only:
+        print()
+        print(table(result["results"]))
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("mobilenet_jax.benchmark", __doc__)
     parser.add_argument("--alphas", default="0.1,0.25,1.0", help="width multipliers (comma list)")
     cli.add_config_flags(parser, names=MODEL_FLAGS)
@@ -88,10 +132,12 @@ def main(argv=None):
     parser.add_argument("--json", default=None,
                         help="write all results to this JSON file (rewritten after each row)")
     cli.add_compile_cache_flag(parser, default="off")  # off: the compile column is XLA's time
-    args = parser.parse_args(argv)
-    if args.mode == "data":
-        return data_mode(args, argv)
+    return parser
 
+
+def plan_rows(args) -> tuple[dict, list]:
+    """(settings, rows): every row to measure, in order, each with its Config; a bad flag
+    ends the command here, before anything is timed."""
     policies = parse_list(args.kernels, str, "kernels")
     for policy in policies:
         if policy not in KERNEL_CHOICES:
@@ -116,76 +162,37 @@ def main(argv=None):
                    for a in alphas for d in dtypes for b in batches}
     except ValueError as e:
         cli.fail(str(e))
-
-    # The allocator is set once per process, before JAX starts, for the run's largest step:
-    # time small and large models in separate runs (experiments/cpu_throughput/run_sitting.sh).
     modes = ("train", "infer") if args.mode == "both" else (args.mode,)
-    step_bytes = max(estimated_step_bytes(c, infer_batch if m == "infer" else c.batch_size,
-                                          m != "infer")
-                     for c in configs.values() for m in modes)
-    applied = process.keep_freed_memory(step_bytes)
-    info = machine_info()
-    info["keep_freed_memory"] = applied
-    info["single_arena"] = applied and process.needs_single_arena(step_bytes)
-    peak = matmul_peak(512 if args.smoke else 2048)
-    print(f"# {info['cpu']} | {info['cpu_count']} cores | backend {info['backend']} "
-          f"({info['device_kind']}) | jax {info['versions']['jax']} flax "
-          f"{info['versions']['flax']} optax {info['versions']['optax']} python "
-          f"{info['versions']['python']} | keep freed memory "
-          f"{'on' if info['keep_freed_memory'] else 'off'}"
-          f"{', single arena' if info['single_arena'] else ''}", flush=True)
-    print(f"# float32 {peak['n']}^3 matmul: {peak['gflops_median']:.1f} GFLOP/s (median)",
-          flush=True)
-    cache_hits = []  # a step loaded from the cache is marked as such in its row
-    jax.monitoring.register_event_listener(
-        lambda event, **_: cache_hits.append(1)
-        if event == "/jax/compilation_cache/cache_hits" else None)
-    result = {"machine": info, "matmul_peak": peak,
-              "settings": {"alphas": alphas, "batch_sizes": batches, "dtypes": dtypes,
-                           "infer_batch_size": infer_batch, "resolution": args.resolution,
-                           "stem_stride": args.stem_stride, "kernels": policies,
-                           "mode": args.mode, "smoke": args.smoke, "timing": timing,
-                           "compile_only": args.compile_only,
-                           "command": " ".join(["python -m mobilenet_jax.benchmark",
-                                                *(sys.argv[1:] if argv is None else argv)])},
-              "results": []}
-    records = result["results"]
-    table = format_loop_table if args.mode == "loop" else format_table
+    rows = []
     for alpha in alphas:
         macs = forward_mult_adds(configs[alpha, dtypes[0], batches[0]])
-        for mode in modes:
-            for dtype in dtypes:
-                for batch in (batches if mode != "infer" else batches[:1]):
-                    for k, policy in enumerate(policies):
-                        config = configs[alpha, dtype, batch].replace(kernels=policy)
-                        rec = {"mode": mode, "alpha": alpha, "kernels": policy,
-                               "resolved": resolve_kernels(policy, info["backend"]),
-                               "batch": infer_batch if mode == "infer" else batch,
-                               "resolution": args.resolution, "stem_stride": args.stem_stride,
-                               "dtype": dtype, "forward_mult_adds_per_image": macs,
-                               "flops_per_image": (2 if mode == "infer" else 6) * macs}
-                        rec.update(run_row(config, mode, infer_batch, timing,
-                                           args.pipeline and k == 0, args.compile_only,
-                                           lambda: len(cache_hits)))
-                        if "img_per_s" in rec:
-                            rec["gflops"] = rec["flops_per_image"] * rec["img_per_s"] / 1e9
-                            rec["pct_of_peak"] = 100 * rec["gflops"] / peak["gflops_median"]
-                        records.append(rec)
-                        if args.compile_only:
-                            print(f"compiled {mode} alpha {alpha} {dtype} batch {rec['batch']} "
-                                  f"{policy}: " + (rec.get("error") or
-                                                   f"{rec['compile_s']:.1f} s"), flush=True)
-                        else:
-                            print(table([rec]).splitlines()[-1], flush=True)
-                        if args.json:  # as it goes: a run cut short keeps its rows
-                            write_json(result, args.json)
-    if not args.compile_only:
-        print()
-        print(table(records))
-    return result
+        for mode, dtype in itertools.product(modes, dtypes):
+            for batch in (batches if mode != "infer" else batches[:1]):
+                for k, policy in enumerate(policies):
+                    rows.append({"config": configs[alpha, dtype, batch].replace(kernels=policy),
+                                 "first_policy": k == 0, "mode": mode, "alpha": alpha,
+                                 "kernels": policy,
+                                 "batch": infer_batch if mode == "infer" else batch,
+                                 "resolution": args.resolution, "stem_stride": args.stem_stride,
+                                 "dtype": dtype, "forward_mult_adds_per_image": macs,
+                                 "flops_per_image": (2 if mode == "infer" else 6) * macs})
+    settings = {"alphas": alphas, "batch_sizes": batches, "dtypes": dtypes,
+                "infer_batch_size": infer_batch, "resolution": args.resolution,
+                "stem_stride": args.stem_stride, "kernels": policies, "mode": args.mode,
+                "smoke": args.smoke, "timing": timing, "compile_only": args.compile_only}
+    return settings, rows
 
 
-def data_mode(args, argv) -> dict:
+def machine_line(info: dict) -> str:
+    return (f"# {info['cpu']} | {info['cpu_count']} cores | backend {info['backend']} "
+            f"({info['device_kind']}) | jax {info['versions']['jax']} flax "
+            f"{info['versions']['flax']} optax {info['versions']['optax']} python "
+            f"{info['versions']['python']} | keep freed memory "
+            f"{'on' if info['keep_freed_memory'] else 'off'}"
+            f"{', single arena' if info['single_arena'] else ''}")
+
+
+def data_mode(args, command: str) -> dict:
     if not args.image_folder:
         cli.fail("--mode data times an image folder: pass --image-folder PATH")
     workers = parse_list(args.data_workers, int, "data-workers")
@@ -196,16 +203,14 @@ def data_mode(args, argv) -> dict:
         rows = bench_data(args.image_folder, args.resolution, batch, workers, args.images)
     except (ValueError, DataError) as e:
         cli.fail(str(e))
-    result = {"machine": machine_info(), "results": rows,
-              "settings": {"command": " ".join(["python -m mobilenet_jax.benchmark",
-                                                *(sys.argv[1:] if argv is None else argv)])}}
+    result = {"machine": machine_info(), "results": rows, "settings": {"command": command}}
     print(format_data_table(rows))
     if args.json:
         write_json(result, args.json)
     return result
 
 
-def run_row(config, mode, infer_batch, timing, pipeline, compile_only, cache_hits) -> dict:
+def run_row(config, mode, batch, timing, pipeline, compile_only, cache_hits) -> dict:
     """One row's measurements, or {"error": ...}: a failing row does not stop the others."""
     try:
         if mode == "loop":
@@ -215,7 +220,7 @@ def run_row(config, mode, infer_batch, timing, pipeline, compile_only, cache_hit
                                          else {"round_s": timing["min_time_s"] / 4}))
         if mode == "train":
             return bench_train(config, timing, pipeline, cache_hits, compile_only)
-        return bench_infer(config, infer_batch, timing, cache_hits, compile_only)
+        return bench_infer(config, batch, timing, cache_hits, compile_only)
     except Exception as e:  # noqa: BLE001 - report and go on with the others
         return {"error": repr(e)[:300]}
 

@@ -3,7 +3,10 @@ import json
 import mmap
 import time
 
-from mobilenet_jax.benchmarks.timing import time_steps
+import jax
+import jax._src.monitoring
+
+from mobilenet_jax.benchmarks.timing import counting_cache_hits, time_steps
 from tests.conftest import REPO, run
 
 
@@ -65,6 +68,15 @@ def test_time_steps_counts_what_the_process_did_per_step():
     touching = time_steps(touch, lambda x: x, **timing)
     assert touching["page_faults_per_step"] >= (16 << 20) // 4096
     assert sleeping["page_faults_per_step"] < 100
+
+
+def test_the_cache_hit_counter_counts_while_open_and_leaves_no_listener():
+    before = list(jax._src.monitoring._event_listeners)
+    with counting_cache_hits() as hits:
+        jax.monitoring.record_event("/jax/compilation_cache/cache_hits")
+        jax.monitoring.record_event("/jax/another_event")
+        assert hits() == 1
+    assert jax._src.monitoring._event_listeners == before
 
 
 def test_data_mode_times_the_streaming_path_by_worker_count(folder, tmp_path):

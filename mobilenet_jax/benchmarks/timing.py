@@ -3,6 +3,7 @@
 The procedure: warm-up steps, then at least `min_steps` steps and `min_time_s` seconds (at
 most `max_time_s`); the median step time counts.
 """
+import contextlib
 import os
 import platform
 import resource
@@ -10,6 +11,7 @@ import statistics
 import time
 
 import jax
+import jax._src.monitoring
 import jax.numpy as jnp
 import numpy as np
 
@@ -43,6 +45,28 @@ def time_steps(step_fn, sync_fn, warmup=WARMUP, min_steps=MIN_STEPS, min_time_s=
                                      - usage.ru_majflt) / n,
             "waits_per_step": (end.ru_nvcsw - usage.ru_nvcsw) / n,
             "preemptions_per_step": (end.ru_nivcsw - usage.ru_nivcsw) / n}
+
+
+@contextlib.contextmanager
+def counting_cache_hits():
+    """While open: a function that returns how many compiles the compilation cache has served
+    (a step loaded, not compiled). Its listener is removed on leaving."""
+    hits = []
+
+    def listener(event, **_):
+        if event == "/jax/compilation_cache/cache_hits":
+            hits.append(1)
+
+    jax.monitoring.register_event_listener(listener)
+    try:
+        yield lambda: len(hits)
+    finally:
+        _unregister_event_listener(listener)
+
+
+# Public in newer jax; the oldest versions setup.cfg allows have only the private form.
+_unregister_event_listener = getattr(jax.monitoring, "unregister_event_listener", None) or \
+    jax._src.monitoring._unregister_event_listener_by_callback
 
 
 def machine_info() -> dict:
