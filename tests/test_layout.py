@@ -5,6 +5,7 @@ import ast
 import logging
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -112,3 +113,14 @@ def test_library_calls_leave_the_process_as_they_found_it(tmp_path):
     except checkpoint.CheckpointError:
         pass
     assert process_state() == before
+
+
+def test_the_readme_layout_names_every_module_and_no_other():
+    readme = (REPO / "README.md").read_text()
+    tree = readme.split("## Layout", 1)[1].split("```")[1]
+    named = set(re.findall(r"[\w]+\.py", tree))
+    modules = {p.name for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    assert modules - named == set(), "modules the README's layout does not name"
+    assert named - modules == set(), "names in the README's layout that are no module"
+    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert folders == set(re.findall(r"^  (\w+)/", tree, re.M))

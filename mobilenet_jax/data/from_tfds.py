@@ -16,6 +16,7 @@ from mobilenet_jax.data import streaming
 from mobilenet_jax.data.arrays import DataError, Split, check_fits, too_large
 from mobilenet_jax.data.images import square_image
 from mobilenet_jax.errors import install_extra, short_reason
+from mobilenet_jax.tensorflow_import import import_tensorflow
 
 
 def resolve_data_dir(data_dir: Optional[str]) -> str:
@@ -107,19 +108,11 @@ def _examples(source, image_key: str, label_key: str, chunk: int = 4096):
 
 
 def _tensorflow_for_tfds(name: str, where: str) -> None:
-    """Import TensorFlow for `tfds.load`, with the GPUs hidden from it (it must not take GPU
-    memory from JAX); where it is not installed, say which extra brings it."""
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise DataError(f"{name!r} in {where} is not prepared as ArrayRecord, and reading it as "
-                        f"TFRecord or downloading it needs TensorFlow: {install_extra('tfrecord')}"
-                        f" (or pass --data-dir DIR holding {name} prepared as ArrayRecord)"
-                        ) from None
-    try:
-        tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:  # GPUs already initialised (an earlier read): they stay as they are
-        pass
+    """Import TensorFlow for `tfds.load`; where it is not installed, say which extra brings it."""
+    import_tensorflow(lambda: DataError(
+        f"{name!r} in {where} is not prepared as ArrayRecord, and reading it as TFRecord or "
+        f"downloading it needs TensorFlow: {install_extra('tfrecord')} (or pass --data-dir DIR "
+        f"holding {name} prepared as ArrayRecord)"))
 
 
 def _image_and_label(info, name: str) -> tuple[str, str]:

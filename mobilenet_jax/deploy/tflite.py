@@ -16,6 +16,7 @@ import numpy as np
 from mobilenet_jax.config import Config
 from mobilenet_jax.errors import install_extra, short_reason
 from mobilenet_jax.models.mobilenet import MobileNetV1
+from mobilenet_jax.tensorflow_import import import_tensorflow
 
 
 class TFLiteError(Exception):
@@ -23,13 +24,9 @@ class TFLiteError(Exception):
 
 
 def _tensorflow():
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise TFLiteError("exporting needs TensorFlow's TFLite converter; install the "
-                          f"'export' extra ({install_extra('export')})") from None
-    tf.config.set_visible_devices([], "GPU")  # TensorFlow must not take GPU memory from JAX
-    return tf
+    return import_tensorflow(lambda: TFLiteError(
+        "exporting needs TensorFlow's TFLite converter; install the 'export' extra "
+        f"({install_extra('export')})"))
 
 
 def convert(config: Config, variables: dict, calibration: Optional[Iterable[np.ndarray]] = None,
