@@ -1,12 +1,15 @@
-"""Export a checkpoint to TFLite for phones (float32, and with --int8 full-integer int8), and
-measure the exported models against the checkpoint.
+"""Export a checkpoint to TFLite for phones (float32, and with --int8 full-integer int8) and to
+a serialized StableHLO function for other JAX code, and measure the exported models against
+the checkpoint.
 
     python -m mobilenet_jax.export --ckpt runs/a/checkpoints/latest --out export --int8
+    python -m mobilenet_jax.export --ckpt runs/a --out export --format tflite,stablehlo
 
-Writes DIR/model.tflite (DIR/model_int8.tflite), DIR/labels.txt, DIR/metadata.json (input size,
-normalisation, class names, source checkpoint) and DIR/parity.json: each model's logits and
-top-1 against JAX's on the checkpoint's test split, accuracies, file sizes and single-image
-latency. The int8 model is calibrated on training images of the checkpoint's dataset.
+Writes DIR/model.tflite (DIR/model_int8.tflite), DIR/model.stablehlo, DIR/labels.txt,
+DIR/metadata.json (input size, normalisation, class names, source checkpoint) and
+DIR/parity.json: each model's logits and top-1 against JAX's on the checkpoint's test split,
+accuracies, file sizes and single-image latency. The int8 model is calibrated on training
+images of the checkpoint's dataset. A StableHLO export alone needs no TensorFlow.
 """
 import pathlib
 
@@ -14,7 +17,7 @@ from mobilenet_jax import cli, process
 from mobilenet_jax.core import checkpoint as ckpt_lib
 from mobilenet_jax.data.arrays import DataError
 from mobilenet_jax.deploy.tflite import TFLiteError
-from mobilenet_jax.deploy.tflite_export import export
+from mobilenet_jax.deploy.tflite_export import FORMATS, export
 
 
 def format_report(report: dict) -> str:
@@ -27,14 +30,14 @@ def format_report(report: dict) -> str:
              f"{'size KiB':>9} {'latency ms':>11}",
              f"{'jax':<8} {p['jax']['top1']:>7.2%} {'':>7} {'':>18} {'':>9} "
              f"{p['jax']['latency_ms']:>11.3f}"]
-    for name in ("float", "int8"):
+    for name in ("float", "int8", "stablehlo"):
         if name in p:
             m = p[name]
             agree = m.get("top1_agreement_with_float", m["top1_agreement_with_jax"])
             lines.append(f"{name:<8} {m['top1']:>7.2%} {agree:>7.2%} "
                          f"{m['max_abs_logit_difference_over_range']:>18.2e} "
                          f"{report['file_bytes'][name] / 1024:>9.0f} {m['latency_ms']:>11.3f}")
-    lines.append("agree: top-1 agreement of float with JAX, of int8 with float")
+    lines.append("agree: top-1 agreement of float and stablehlo with JAX, of int8 with float")
     return "\n".join(lines)
 
 
@@ -43,7 +46,10 @@ def main(argv=None):
     parser = cli.parser("mobilenet_jax.export", __doc__)
     parser.add_argument("--ckpt", required=True, help="run workdir, checkpoints dir, latest, or step dir")
     parser.add_argument("--out", required=True, metavar="DIR", help="directory to write to")
-    parser.add_argument("--int8", action="store_true", help="also write a full-integer int8 model")
+    parser.add_argument("--format", default="tflite",
+                        help=f"comma list of {', '.join(FORMATS)} (default: tflite)")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write a full-integer int8 TFLite model")
     parser.add_argument("--calibration-images", type=int, default=500, metavar="N",
                         help="training images that calibrate the int8 model (default: 500)")
     parser.add_argument("--parity-images", type=int, default=None, metavar="N",
@@ -54,13 +60,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         process.use_compile_cache(args.compile_cache)
+        formats = tuple(f for f in args.format.split(",") if f)
+        if not formats or set(formats) - set(FORMATS):
+            raise ValueError(f"--format takes a comma list of {', '.join(FORMATS)}, "
+                             f"got {args.format!r}")
         if args.calibration_images < 1:
             raise ValueError(f"--calibration-images must be >= 1, got {args.calibration_images}")
         if args.parity_images is not None and args.parity_images < 0:
             raise ValueError(f"--parity-images must be >= 0, got {args.parity_images}")
         report = export(ckpt_lib.resolve(args.ckpt), pathlib.Path(args.out), args.int8,
                         args.calibration_images, args.parity_images, args.data_dir,
-                        bool(args.offline), quiet=process.stderr_dropped)
+                        bool(args.offline), quiet=process.stderr_dropped, formats=formats)
     except (ValueError, DataError, ckpt_lib.CheckpointError, TFLiteError) as e:
         cli.fail(str(e))
     print(format_report(report))

@@ -84,7 +84,7 @@ def test_an_image_folder_trains_evaluates_and_predicts(tmp_path):
                                           "images/test/light/0.png", cwd=tmp_path))
 
 
-def test_tfrecord_data_and_export_name_the_extra_they_need(tmp_path):
+def test_tfrecord_data_and_tflite_export_name_the_extra_they_need(tmp_path):
     one_line_error(run("mobilenet_jax.train", *TRAIN, "--data-dir", shared_data.subset_dir(),
                        "--epochs", "1", "--workdir", "run", cwd=tmp_path), "[tfrecord]")
     write_images(tmp_path / "images")
@@ -93,6 +93,11 @@ def test_tfrecord_data_and_export_name_the_extra_they_need(tmp_path):
                   "--precise-bn-batches", "0", "--workdir", "run", cwd=tmp_path))
     one_line_error(run("mobilenet_jax.export", "--ckpt", "run", "--out", "export",
                        cwd=tmp_path), "[export]")
+    # a StableHLO export is JAX's own: no TensorFlow, parity measured on the folder's test split
+    succeeded(run("mobilenet_jax.export", "--ckpt", "run", "--out", "stablehlo", "--format",
+                  "stablehlo", cwd=tmp_path))
+    parity = json.loads((tmp_path / "stablehlo" / "parity.json").read_text())["parity"]
+    assert parity["stablehlo"]["top1_agreement_with_jax"] == 1.0
 
 
 @pytest.mark.extras

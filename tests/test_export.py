@@ -1,5 +1,7 @@
-"""export: TFLite models (float32, int8) of a checkpoint, measured against it."""
+"""export: TFLite models (float32, int8) and a serialized StableHLO function of a checkpoint,
+measured against it."""
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -7,8 +9,10 @@ import pytest
 from PIL import Image
 
 from conftest import assert_one_line_error, run
+from mobilenet_jax import Config
+from mobilenet_jax.core import steps
 from mobilenet_jax.data import from_tfds
-from mobilenet_jax.deploy import tflite
+from mobilenet_jax.deploy import stablehlo, tflite
 
 # The int8 model's top-1 agreed with the float model's on 97.0% and 95.8% of the 600 subset
 # test images for this recipe's models with seeds 0 and 1 (its accuracy 1.0 point lower both
@@ -23,7 +27,8 @@ def exported(trained_run, subset_dir, tmp_path_factory):
     cwd, _ = trained_run
     out = tmp_path_factory.mktemp("export")
     result = run(["mobilenet_jax.export", "--ckpt", str(cwd / "checkpoints" / "latest"),
-                  "--out", str(out), "--int8", "--calibration-images", "300",
+                  "--out", str(out), "--format", "tflite,stablehlo", "--int8",
+                  "--calibration-images", "300",
                   "--data-dir", subset_dir, "--offline"], cwd)
     assert result.returncode == 0, result.stderr[-2000:]
     return out, result
@@ -46,6 +51,41 @@ def test_float_export_matches_jax(exported):
     assert metadata["input"]["shape"] == [1, 32, 32, 3]
     labels = (out / "labels.txt").read_text().splitlines()
     assert labels == metadata["class_names"] and len(labels) == 100 and labels[25] == "couch"
+
+
+@pytest.mark.numerics
+def test_stablehlo_export_matches_jax_and_loads_without_this_package(exported, subset_dir,
+                                                                     tmp_path):
+    out, result = exported
+    parity = json.loads((out / "parity.json").read_text())["parity"]
+    assert parity["stablehlo"]["top1_agreement_with_jax"] == 1.0
+    # One network's float32 sums in one compiler, weights as constants or as arguments: a
+    # rounding difference is orders below this; a wrong op or layout differs by O(1).
+    assert parity["stablehlo"]["max_abs_logit_difference_over_range"] <= 1e-3
+    assert "stablehlo" in result.stdout
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["stablehlo"]["input_shape"] == ["batch", 32, 32, 3]
+    # Another process, where importing mobilenet_jax fails, at two batch sizes.
+    test = from_tfds.load("cifar100", "test", subset_dir, True)
+    images = steps.float32_input(test.images_at(np.arange(7)),
+                                 Config.from_dict(metadata["config"]))
+    np.save(tmp_path / "images.npy", images)
+    probe = ("import sys; sys.modules['mobilenet_jax'] = None\n"
+             "import jax, numpy as np\n"
+             "try:\n    import mobilenet_jax\nexcept ImportError:\n    print('not importable')\n"
+             "f = jax.export.deserialize(bytearray(open(sys.argv[1], 'rb').read()))\n"
+             "x = np.load(sys.argv[2])\n"
+             "np.save(sys.argv[3], np.concatenate([np.asarray(f.call(x[:1])), "
+             "np.asarray(f.call(x[1:]))]))\n")
+    loaded = subprocess.run([sys.executable, "-c", probe, str(out / "model.stablehlo"),
+                             str(tmp_path / "images.npy"), str(tmp_path / "logits.npy")],
+                            capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0 and "not importable" in loaded.stdout, loaded.stderr[-2000:]
+    # The same program at the same shapes, compiled by the same XLA on the same CPU: the same
+    # bits (the batch size is part of what XLA compiles, so the batches are the same too).
+    runner = stablehlo.Runner((out / "model.stablehlo").read_bytes())
+    np.testing.assert_array_equal(np.load(tmp_path / "logits.npy"),
+                                  np.concatenate([runner(images[:1]), runner(images[1:])]))
 
 
 def test_int8_export_is_integer_close_and_small(exported):
@@ -105,6 +145,10 @@ def test_export_bad_input_is_one_line(trained_run, tmp_path):
                           "--offline", "--data-dir")
     assert_one_line_error(run(["mobilenet_jax.export", "--ckpt", ckpt, "--out", "o",
                                "--calibration-images", "0"], tmp_path), "--calibration-images")
+    assert_one_line_error(run(["mobilenet_jax.export", "--ckpt", ckpt, "--out", "o",
+                               "--format", "tflite,pdf"], tmp_path), "--format", "stablehlo")
+    assert_one_line_error(run(["mobilenet_jax.export", "--ckpt", ckpt, "--out", "o",
+                               "--format", "stablehlo", "--int8"], tmp_path), "--int8", "tflite")
 
 
 def test_missing_interpreter_is_one_clear_error(monkeypatch):

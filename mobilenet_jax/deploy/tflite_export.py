@@ -1,7 +1,8 @@
-"""A checkpoint as TFLite files for phones (float32, and full-integer int8), with labels.txt,
-metadata.json, and parity.json: each model's logits and top-1 against JAX's on the
-checkpoint's test split, accuracies, file sizes and single-image latency. The int8 model is
-calibrated on training images of the checkpoint's dataset.
+"""A checkpoint as TFLite files for phones (float32, and full-integer int8) and as a serialized
+StableHLO function for JAX code (deploy/stablehlo.py), with labels.txt, metadata.json, and
+parity.json: each model's logits and top-1 against JAX's on the checkpoint's test split,
+accuracies, file sizes and single-image latency. The int8 model is calibrated on training
+images of the checkpoint's dataset.
 """
 import contextlib
 import json
@@ -17,11 +18,12 @@ from mobilenet_jax.config import Config
 from mobilenet_jax.core import restore, steps
 from mobilenet_jax.data import sources
 from mobilenet_jax.data.arrays import Split
-from mobilenet_jax.deploy import tflite
+from mobilenet_jax.deploy import stablehlo, tflite
 from mobilenet_jax.deploy.predictor import CheckpointModel
 from mobilenet_jax.errors import write_error_line
 
-FLOAT_MODEL, INT8_MODEL = "model.tflite", "model_int8.tflite"
+FLOAT_MODEL, INT8_MODEL, STABLEHLO_MODEL = "model.tflite", "model_int8.tflite", "model.stablehlo"
+FORMATS = ("tflite", "stablehlo")
 LATENCY_RUNS = 100
 
 
@@ -34,10 +36,16 @@ def calibration_images(config: Config, count: int, data_dir, offline: bool) -> l
     return [images[i:i + 1] for i in range(len(images))]
 
 
-def metadata(config: Config, step_dir, step: int, int8: bool) -> dict:
+def metadata(config: Config, step_dir, step: int, formats: tuple, int8: bool) -> dict:
     r = config.resolution
+    tflite_files = "tflite" in formats
     return {
-        "model": FLOAT_MODEL, "model_int8": INT8_MODEL if int8 else None,
+        "model": FLOAT_MODEL if tflite_files else None,
+        "model_int8": INT8_MODEL if tflite_files and int8 else None,
+        "stablehlo": {"file": STABLEHLO_MODEL, "input_shape": ["batch", r, r, 3],
+                      "platforms": list(stablehlo.PLATFORMS), "jax_version": jax.__version__,
+                      "load": "jax.export.deserialize(bytearray(open(file, 'rb').read()))"
+                              ".call(images)"} if "stablehlo" in formats else None,
         "input": {"shape": [1, r, r, 3], "layout": "NHWC", "channels": "RGB",
                   "dtype": "float32 (int8 for model_int8: q = round(x / scale) + zero_point, "
                            "both stored in the model)",
@@ -89,9 +97,13 @@ def parity(model: CheckpointModel, runners: dict, test: Split, config: Config) -
 
 def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 500,
            parity_images: int | None = None, data_dir=None, offline: bool = False,
-           say=print, quiet: Callable[[], ContextManager] = contextlib.nullcontext) -> dict:
-    """Write the TFLite files of the checkpoint in `step_dir` into `out` and measure them;
-    the report. `quiet` runs the converter and the interpreters (see `tflite.convert`)."""
+           say=print, quiet: Callable[[], ContextManager] = contextlib.nullcontext,
+           formats: tuple = ("tflite",)) -> dict:
+    """Write the files of `formats` (FORMATS) of the checkpoint in `step_dir` into `out` and
+    measure them; the report. `quiet` runs the converter and the interpreters (see
+    `tflite.convert`)."""
+    if int8 and "tflite" not in formats:
+        raise ValueError("--int8 makes a TFLite model: add tflite to --format")
     restored = restore.restore(step_dir)
     state, config = restored.state, restored.config
     try:
@@ -106,16 +118,21 @@ def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 5
     calibration_set = calibration_images(config, calibration, data_dir, offline) if int8 else None
 
     variables = jax.device_get(state.eval_variables())
-    files = {"float": out / FLOAT_MODEL}
-    models = {"float": tflite.convert(config, variables, quiet=quiet)}
+    files, models = {}, {}
+    if "tflite" in formats:
+        files["float"] = out / FLOAT_MODEL
+        models["float"] = tflite.convert(config, variables, quiet=quiet)
     if int8:
         files["int8"] = out / INT8_MODEL
         models["int8"] = tflite.convert(config, variables, calibration_set, quiet)
+    if "stablehlo" in formats:
+        files["stablehlo"] = out / STABLEHLO_MODEL
+        models["stablehlo"] = stablehlo.serialize(config, variables)
     try:
         for name, model in models.items():
             files[name].write_bytes(model)
         (out / "metadata.json").write_text(json.dumps(
-            metadata(config, step_dir, restored.step, int8), indent=2) + "\n")
+            metadata(config, step_dir, restored.step, formats, int8), indent=2) + "\n")
     except OSError as e:
         raise ValueError(write_error_line(e, f"write to {out}", "--out")) from None
     sizes = {name: os.path.getsize(path) for name, path in files.items()}
@@ -128,9 +145,11 @@ def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 5
     if int8:
         report["int8_size_over_float"] = sizes["int8"] / sizes["float"]
     if test is not None:
-        runners = {name: tflite.Runner(model, num_threads=os.cpu_count(), quiet=quiet)
+        runners = {name: stablehlo.Runner(model) if name == "stablehlo" else
+                   tflite.Runner(model, num_threads=os.cpu_count(), quiet=quiet)
                    for name, model in models.items()}
-        report["ops"] = sorted(set(runners["float"].ops))
+        if "float" in runners:
+            report["ops"] = sorted(set(runners["float"].ops))
         report["parity"] = parity(CheckpointModel(state, config), runners, test, config)
         (out / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
