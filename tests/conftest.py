@@ -74,6 +74,16 @@ def tiny_config(data_dir, workdir, **kw):
                      **kw})
 
 
+@pytest.fixture
+def fresh_steps():
+    """For a test that patches a step function: the steps are jitted anew for it (the builder
+    shares them between equal configs), and its patched step for no other test."""
+    from mobilenet_jax.core import steps
+    steps._jit_steps.cache_clear()
+    yield
+    steps._jit_steps.cache_clear()
+
+
 def flags_of(config) -> dict:
     """The flags that make `config`: its fields that differ from the defaults."""
     from mobilenet_jax import Config

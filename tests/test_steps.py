@@ -265,7 +265,7 @@ def test_mixup_and_cutmix_train_against_mixed_targets():
     assert len(set(losses.values())) == 3 and all(np.isfinite(list(losses.values())))
 
 
-def test_runs_that_differ_only_in_what_no_step_reads_share_their_jitted_steps(monkeypatch):
+def test_runs_that_differ_only_in_what_no_step_reads_share_their_jitted_steps():
     devices = parallel.Devices(64)
     a, b = steps.build(Config(workdir="a", max_steps=3, seed=1), 10), \
         steps.build(Config(workdir="b", keep=1), 10)
@@ -277,15 +277,12 @@ def test_runs_that_differ_only_in_what_no_step_reads_share_their_jitted_steps(mo
     for other in (steps.build(Config(lr=0.2), 10), steps.build(Config(), 11),  # another schedule
                   steps.build(Config(kernels="reference"), 10)):
         assert other.jit_steps(devices).train is not first.train
-    real = steps.train_step  # a wrapped step (as a test may make) is jitted anew
-    monkeypatch.setattr(steps, "train_step", lambda *a, **k: real(*a, **k))
-    assert steps.build(Config(), 10).jit_steps(devices).train is not first.train
 
 
-def test_a_step_that_reads_a_field_no_step_is_given_fails_when_traced(monkeypatch):
+def test_a_step_that_reads_a_field_no_step_is_given_fails_when_traced(monkeypatch, fresh_steps):
     """The steps are given a StepsConfig: a step changed to read a field of the run outside
     it (here the seed) fails when traced, where a shared step would have read another run's."""
-    config = Config(width_multiplier=0.05, num_classes=7, batch_size=4)  # jitted here only
+    config = Config(width_multiplier=0.05, num_classes=7, batch_size=4)
     given = steps.train_inputs
 
     def reads_the_seed(batch, rng, config):

@@ -49,7 +49,8 @@ def test_resume_is_exact(subset_dir, tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("ahead", [None, RUN_AHEAD])
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(subset_dir, tmp_path, monkeypatch, ahead):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(subset_dir, tmp_path, monkeypatch, ahead,
+                                                       fresh_steps):
     """Also when the loss is read late: it is read before anything is saved."""
     config = tiny_config(subset_dir, tmp_path, checkpoint_every=1)
     if ahead:

@@ -274,8 +274,7 @@ class Training:
 
     def jit_steps(self, devices: Devices) -> JittedSteps:
         """`train_step` and `eval_step` of this config, jitted over the devices' mesh."""
-        return _jit_steps(self, (train_step, eval_step, batch_statistics_step),
-                          devices.replicated, devices.batch_sharded)
+        return _jit_steps(self, devices.replicated, devices.batch_sharded)
 
 
 def build(config: Config, steps_per_epoch: int = 1) -> Training:
@@ -306,13 +305,12 @@ def _compiled_init(training: Training, replicated) -> Callable:
 
 
 @functools.lru_cache(maxsize=16)
-def _jit_steps(training: Training, step_functions: tuple, replicated,
-               batch_sharded) -> JittedSteps:
-    train, evaluate, statistics = step_functions  # a key too: a wrapped step is jitted anew
+def _jit_steps(training: Training, replicated, batch_sharded) -> JittedSteps:
     config = training.config
     return JittedSteps(
-        jax.jit(functools.partial(train, config=config, schedule=training.schedule),
+        jax.jit(functools.partial(train_step, config=config, schedule=training.schedule),
                 out_shardings=replicated, donate_argnums=0),
-        jax.jit(functools.partial(evaluate, config=config),
+        jax.jit(functools.partial(eval_step, config=config),
                 out_shardings=(replicated, batch_sharded)),
-        jax.jit(functools.partial(statistics, config=config), out_shardings=replicated))
+        jax.jit(functools.partial(batch_statistics_step, config=config),
+                out_shardings=replicated))
