@@ -40,7 +40,7 @@ test-lowest:  ## install the lowest versions setup.cfg allows and smoke-test the
 	$(LOWEST_VENV)/bin/pip install -q --upgrade pip
 	$(LOWEST_VENV)/bin/pip install -q -c requirements-lowest.lock -e '.[test]'
 	$(SMOKE) -m "not extras" $(ARGS)
-	$(LOWEST_VENV)/bin/pip install -q -c requirements-lowest.lock -e '.[test,tfrecord,export]'
+	$(LOWEST_VENV)/bin/pip install -q -c requirements-lowest.lock -e '.[test,tfrecord,export,stablehlo]'
 	$(SMOKE) -m extras $(ARGS)
 
 summary: $(STAMP)
@@ -56,7 +56,7 @@ benchmark: $(STAMP)
 # LOCK_UPGRADE=` only adds what a new dependency in setup.cfg needs and keeps the other pins.
 # requirements-lowest.lock pins every lower bound of setup.cfg instead (`make test-lowest`).
 LOCK_UPGRADE ?= --upgrade
-LOCK_EXTRAS := --extra test --extra tfrecord --extra export
+LOCK_EXTRAS := --extra test --extra tfrecord --extra export --extra stablehlo
 PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet $(LOCK_EXTRAS) \
     --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links
 lock:  ## re-resolve requirements.lock (newest) and requirements-lowest.lock (lower bounds)

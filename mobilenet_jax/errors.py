@@ -4,7 +4,7 @@ import errno
 
 
 def install_extra(extra: str) -> str:
-    """How to install an optional dependency group of setup.cfg (`export`, `tfrecord`)."""
+    """How to install an optional dependency group of setup.cfg (`export`, `tfrecord`, ...)."""
     return f"pip install -e '.[{extra}]'"
 
 

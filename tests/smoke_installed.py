@@ -2,7 +2,8 @@
 
 `make test-lowest` runs it (pytest --noconftest: none of the suite's settings) in a venv of
 the lowest versions setup.cfg allows: first a plain install, where TensorFlow is absent (the
-tests not marked `extras`), then with the `tfrecord` and `export` extras (those marked).
+tests not marked `extras`), then with the `tfrecord`, `export` and `stablehlo` extras (those
+marked).
 """
 import importlib.metadata
 import importlib.util
@@ -84,7 +85,7 @@ def test_an_image_folder_trains_evaluates_and_predicts(tmp_path):
                                           "images/test/light/0.png", cwd=tmp_path))
 
 
-def test_tfrecord_data_and_tflite_export_name_the_extra_they_need(tmp_path):
+def test_tfrecord_data_and_export_name_the_extra_they_need(tmp_path):
     one_line_error(run("mobilenet_jax.train", *TRAIN, "--data-dir", shared_data.subset_dir(),
                        "--epochs", "1", "--workdir", "run", cwd=tmp_path), "[tfrecord]")
     write_images(tmp_path / "images")
@@ -93,11 +94,8 @@ def test_tfrecord_data_and_tflite_export_name_the_extra_they_need(tmp_path):
                   "--precise-bn-batches", "0", "--workdir", "run", cwd=tmp_path))
     one_line_error(run("mobilenet_jax.export", "--ckpt", "run", "--out", "export",
                        cwd=tmp_path), "[export]")
-    # a StableHLO export is JAX's own: no TensorFlow, parity measured on the folder's test split
-    succeeded(run("mobilenet_jax.export", "--ckpt", "run", "--out", "stablehlo", "--format",
-                  "stablehlo", cwd=tmp_path))
-    parity = json.loads((tmp_path / "stablehlo" / "parity.json").read_text())["parity"]
-    assert parity["stablehlo"]["top1_agreement_with_jax"] == 1.0
+    one_line_error(run("mobilenet_jax.export", "--ckpt", "run", "--out", "export", "--format",
+                       "stablehlo", cwd=tmp_path), "[stablehlo]")
 
 
 @pytest.mark.extras
@@ -112,3 +110,7 @@ def test_with_the_extras_tfrecord_data_trains_and_exports(tmp_path):
     Image.fromarray(np.full((40, 40, 3), 120, np.uint8)).save(tmp_path / "grey.png")
     assert "grey.png" in succeeded(run("mobilenet_jax.predict", "--tflite",
                                        "export/model.tflite", "grey.png", cwd=tmp_path))
+    succeeded(run("mobilenet_jax.export", "--ckpt", "run", "--out", "stablehlo", "--format",
+                  "stablehlo", "--parity-images", "50", *data, "--offline", cwd=tmp_path))
+    parity = json.loads((tmp_path / "stablehlo" / "parity.json").read_text())["parity"]
+    assert parity["stablehlo"]["top1_agreement_with_jax"] == 1.0

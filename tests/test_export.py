@@ -71,9 +71,9 @@ def test_stablehlo_export_matches_jax_and_loads_without_this_package(exported, s
                                  Config.from_dict(metadata["config"]))
     np.save(tmp_path / "images.npy", images)
     probe = ("import sys; sys.modules['mobilenet_jax'] = None\n"
-             "import jax, numpy as np\n"
+             "import numpy as np\nfrom jax import export\n"
              "try:\n    import mobilenet_jax\nexcept ImportError:\n    print('not importable')\n"
-             "f = jax.export.deserialize(bytearray(open(sys.argv[1], 'rb').read()))\n"
+             "f = export.deserialize(bytearray(open(sys.argv[1], 'rb').read()))\n"
              "x = np.load(sys.argv[2])\n"
              "np.save(sys.argv[3], np.concatenate([np.asarray(f.call(x[:1])), "
              "np.asarray(f.call(x[1:]))]))\n")

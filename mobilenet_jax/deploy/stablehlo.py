@@ -1,7 +1,8 @@
 """A checkpoint's network as a serialized StableHLO function (`jax.export`), for JAX code that
 does not have this package:
 
-    exported = jax.export.deserialize(bytearray(open("model.stablehlo", "rb").read()))
+    from jax import export
+    exported = export.deserialize(bytearray(open("model.stablehlo", "rb").read()))
     logits = exported.call(images)  # (batch, R, R, 3) float32, standardised as metadata.json says
 
 The trained variables are constants inside the function, so a caller passes images only; the
@@ -9,11 +10,15 @@ batch dimension is symbolic (any batch size), and one file holds the lowering fo
 CUDA. JAX loads such a file within its export compatibility window (about six months of JAX
 releases after the one that wrote it: "Compatibility guarantees" of JAX's export docs).
 """
+import importlib.util
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import export  # a submodule that older jax versions do not import with jax
 
 from mobilenet_jax.config import Config
+from mobilenet_jax.errors import install_extra
 from mobilenet_jax.models.mobilenet import MobileNetV1
 
 PLATFORMS = ("cpu", "cuda")
@@ -21,18 +26,27 @@ PLATFORMS = ("cpu", "cuda")
 
 def serialize(config: Config, variables: dict) -> bytes:
     """The eval-mode network of `config` with `variables`, standardised float32 images
-    (batch, R, R, 3) -> logits, exported and serialized."""
+    (batch, R, R, 3) -> logits, exported and serialized. A ValueError names the extra to
+    install where jax's serializer lacks its dependency."""
+    check_serializer()
     model = MobileNetV1(**config.replace(kernels="reference", dtype="float32").model_kwargs())
     constants = jax.tree.map(np.asarray, variables)
 
     def logits(images):
         return model.apply(constants, images, train=False)
 
-    batch, = jax.export.symbolic_shape("batch")
+    batch, = export.symbolic_shape("batch")
     r = config.resolution
-    exported = jax.export.export(jax.jit(logits), platforms=PLATFORMS)(
+    exported = export.export(jax.jit(logits), platforms=PLATFORMS)(
         jax.ShapeDtypeStruct((batch, r, r, 3), jnp.float32))
     return bytes(exported.serialize())
+
+
+def check_serializer() -> None:
+    """A ValueError naming the extra to install where jax's serializer lacks flatbuffers."""
+    if importlib.util.find_spec("flatbuffers") is None:
+        raise ValueError("a StableHLO export is serialized with flatbuffers, which is not "
+                         f"installed: {install_extra('stablehlo')}")
 
 
 class Runner:
@@ -40,7 +54,7 @@ class Runner:
     calls as the TFLite runner's (`runner(images)` for a batch, `invoke(one)` for latency)."""
 
     def __init__(self, serialized: bytes):
-        self.call = jax.jit(jax.export.deserialize(bytearray(serialized)).call)
+        self.call = jax.jit(export.deserialize(bytearray(serialized)).call)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self.call(images), np.float32)

@@ -42,10 +42,12 @@ def metadata(config: Config, step_dir, step: int, formats: tuple, int8: bool) ->
     return {
         "model": FLOAT_MODEL if tflite_files else None,
         "model_int8": INT8_MODEL if tflite_files and int8 else None,
-        "stablehlo": {"file": STABLEHLO_MODEL, "input_shape": ["batch", r, r, 3],
-                      "platforms": list(stablehlo.PLATFORMS), "jax_version": jax.__version__,
-                      "load": "jax.export.deserialize(bytearray(open(file, 'rb').read()))"
-                              ".call(images)"} if "stablehlo" in formats else None,
+        "stablehlo": {
+            "file": STABLEHLO_MODEL, "input_shape": ["batch", r, r, 3],
+            "platforms": list(stablehlo.PLATFORMS), "jax_version": jax.__version__,
+            "load": "from jax import export; "
+                    "export.deserialize(bytearray(open(file, 'rb').read())).call(images)",
+        } if "stablehlo" in formats else None,
         "input": {"shape": [1, r, r, 3], "layout": "NHWC", "channels": "RGB",
                   "dtype": "float32 (int8 for model_int8: q = round(x / scale) + zero_point, "
                            "both stored in the model)",
@@ -104,6 +106,8 @@ def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 5
     `tflite.convert`)."""
     if int8 and "tflite" not in formats:
         raise ValueError("--int8 makes a TFLite model: add tflite to --format")
+    if "stablehlo" in formats:
+        stablehlo.check_serializer()
     restored = restore.restore(step_dir)
     state, config = restored.state, restored.config
     try:
