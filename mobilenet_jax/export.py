@@ -8,8 +8,9 @@ the checkpoint.
 Writes DIR/model.tflite (DIR/model_int8.tflite), DIR/model.stablehlo, DIR/labels.txt,
 DIR/metadata.json (input size, normalisation, class names, source checkpoint) and
 DIR/parity.json: each model's logits and top-1 against JAX's on the checkpoint's test split,
-accuracies, file sizes and single-image latency. The int8 model is calibrated on training
-images of the checkpoint's dataset. A StableHLO export alone needs no TensorFlow.
+accuracies, file sizes and the latency of one input (one image; --batch images for the TFLite
+models). The int8 model is calibrated on training images of the checkpoint's dataset. A
+StableHLO export alone needs no TensorFlow.
 """
 import pathlib
 
@@ -37,7 +38,8 @@ def format_report(report: dict) -> str:
             lines.append(f"{name:<8} {m['top1']:>7.2%} {agree:>7.2%} "
                          f"{m['max_abs_logit_difference_over_range']:>18.2e} "
                          f"{report['file_bytes'][name] / 1024:>9.0f} {m['latency_ms']:>11.3f}")
-    lines.append("agree: top-1 agreement of float and stablehlo with JAX, of int8 with float")
+    lines.append("agree: top-1 agreement of float and stablehlo with JAX, of int8 with float; "
+                 "latency: one input (the TFLite models' batch, else one image)")
     return "\n".join(lines)
 
 
@@ -48,6 +50,8 @@ def main(argv=None):
     parser.add_argument("--out", required=True, metavar="DIR", help="directory to write to")
     parser.add_argument("--format", default="tflite",
                         help=f"comma list of {', '.join(FORMATS)} (default: tflite)")
+    parser.add_argument("--batch", type=int, default=1, metavar="N",
+                        help="images per input of the TFLite models (default: 1)")
     parser.add_argument("--int8", action="store_true",
                         help="also write a full-integer int8 TFLite model")
     parser.add_argument("--calibration-images", type=int, default=500, metavar="N",
@@ -64,13 +68,16 @@ def main(argv=None):
         if not formats or set(formats) - set(FORMATS):
             raise ValueError(f"--format takes a comma list of {', '.join(FORMATS)}, "
                              f"got {args.format!r}")
+        if args.batch < 1:
+            raise ValueError(f"--batch must be >= 1, got {args.batch}")
         if args.calibration_images < 1:
             raise ValueError(f"--calibration-images must be >= 1, got {args.calibration_images}")
         if args.parity_images is not None and args.parity_images < 0:
             raise ValueError(f"--parity-images must be >= 0, got {args.parity_images}")
         report = export(ckpt_lib.resolve(args.ckpt), pathlib.Path(args.out), args.int8,
                         args.calibration_images, args.parity_images, args.data_dir,
-                        bool(args.offline), quiet=process.stderr_dropped, formats=formats)
+                        bool(args.offline), quiet=process.stderr_dropped, formats=formats,
+                        batch=args.batch)
     except (ValueError, DataError, ckpt_lib.CheckpointError, TFLiteError) as e:
         cli.fail(str(e))
     print(format_report(report))

@@ -30,10 +30,11 @@ def _tensorflow():
 
 
 def convert(config: Config, variables: dict, calibration: Optional[Iterable[np.ndarray]] = None,
-            quiet: Callable[[], ContextManager] = contextlib.nullcontext) -> bytes:
-    """The network of `config` with `variables` as a TFLite flatbuffer: float32, or with
-    `calibration` (standardised images, each (1, H, W, 3) float32) full-integer int8.
-    The converter logs its every pass; `quiet` (e.g. `process.stderr_dropped`) runs it."""
+            quiet: Callable[[], ContextManager] = contextlib.nullcontext, batch: int = 1) -> bytes:
+    """The network of `config` with `variables` as a TFLite flatbuffer taking `batch` images
+    at a time: float32, or with `calibration` (standardised images, each input a (batch, H, W,
+    3) float32 array) full-integer int8. The converter logs its every pass; `quiet` (e.g.
+    `process.stderr_dropped`) runs it."""
     tf = _tensorflow()
     from jax.experimental import jax2tf
     model = MobileNetV1(**config.replace(kernels="reference", dtype="float32").model_kwargs())
@@ -41,7 +42,8 @@ def convert(config: Config, variables: dict, calibration: Optional[Iterable[np.n
     forward = tf.function(
         jax2tf.convert(lambda x: model.apply(variables, x, train=False), with_gradient=False),
         autograph=False,
-        input_signature=[tf.TensorSpec((1, config.resolution, config.resolution, 3), tf.float32)])
+        input_signature=[tf.TensorSpec((batch, config.resolution, config.resolution, 3),
+                                       tf.float32)])
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [forward.get_concrete_function()], forward)
     if calibration is not None:
@@ -96,22 +98,32 @@ class Runner:
         return tuple(int(d) for d in self.input["shape"])
 
     @property
+    def batch_size(self) -> int:
+        """How many images one input holds (the model's fixed batch)."""
+        return self.input_shape[0]
+
+    @property
     def ops(self) -> list:
         """The model's operators, in execution order."""
         return [op["op_name"] for op in self.interpreter._get_ops_details()]
 
     def invoke(self, image: np.ndarray) -> np.ndarray:
-        """Logits of one image (1, H, W, 3)."""
+        """Logits of one input: (B, H, W, 3) images, B the model's batch size."""
         self.interpreter.set_tensor(self.input["index"], _quantize(image, self.input))
         self.interpreter.invoke()
         return _dequantize(self.interpreter.get_tensor(self.output["index"]), self.output)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        """Logits (N, classes) of standardised images (N, H, W, 3), one at a time."""
+        """Logits (N, classes) of standardised images (N, H, W, 3), the model's batch size at a
+        time (the last batch padded)."""
         if tuple(images.shape[1:]) != self.input_shape[1:]:
             raise TFLiteError(f"the model takes images of shape {self.input_shape[1:]}, got "
                               f"{tuple(images.shape[1:])}")
-        return np.concatenate([self.invoke(images[i:i + 1]) for i in range(len(images))])
+        batch = self.batch_size
+        padded = np.concatenate([images, np.zeros((-len(images) % batch, *images.shape[1:]),
+                                                  images.dtype)])
+        return np.concatenate([self.invoke(padded[i:i + batch])
+                               for i in range(0, len(padded), batch)])[:len(images)]
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:

@@ -1,7 +1,7 @@
 """A checkpoint as TFLite files for phones (float32, and full-integer int8) and as a serialized
 StableHLO function for JAX code (deploy/stablehlo.py), with labels.txt, metadata.json, and
 parity.json: each model's logits and top-1 against JAX's on the checkpoint's test split,
-accuracies, file sizes and single-image latency. The int8 model is calibrated on training
+accuracies, file sizes and the latency of one input. The int8 model is calibrated on training
 images of the checkpoint's dataset.
 """
 import contextlib
@@ -27,16 +27,18 @@ FORMATS = ("tflite", "stablehlo")
 LATENCY_RUNS = 100
 
 
-def calibration_images(config: Config, count: int, data_dir, offline: bool) -> list:
+def calibration_images(config: Config, count: int, data_dir, offline: bool,
+                       batch: int = 1) -> list:
     """`count` training images of the checkpoint's dataset (a fixed random choice),
-    standardised as the network's inputs, one (1, H, W, 3) array each."""
+    standardised as the network's inputs, in (batch, H, W, 3) arrays (a remainder left out)."""
     train = sources.load_split(config, config.split, data_dir, offline)
     chosen = np.random.default_rng([config.seed, 0xCA1]).permutation(len(train))[:count]
     images = steps.float32_input(train.images_at(np.sort(chosen)), config)
-    return [images[i:i + 1] for i in range(len(images))]
+    return [images[i:i + batch] for i in range(0, len(images) - batch + 1, batch)]
 
 
-def metadata(config: Config, step_dir, step: int, formats: tuple, int8: bool) -> dict:
+def metadata(config: Config, step_dir, step: int, formats: tuple, int8: bool,
+             batch: int = 1) -> dict:
     r = config.resolution
     tflite_files = "tflite" in formats
     return {
@@ -48,7 +50,7 @@ def metadata(config: Config, step_dir, step: int, formats: tuple, int8: bool) ->
             "load": "from jax import export; "
                     "export.deserialize(bytearray(open(file, 'rb').read())).call(images)",
         } if "stablehlo" in formats else None,
-        "input": {"shape": [1, r, r, 3], "layout": "NHWC", "channels": "RGB",
+        "input": {"shape": [batch, r, r, 3], "layout": "NHWC", "channels": "RGB",
                   "dtype": "float32 (int8 for model_int8: q = round(x / scale) + zero_point, "
                            "both stored in the model)",
                   "preprocessing": "centre square crop; bilinear (antialiased) resize to "
@@ -56,7 +58,7 @@ def metadata(config: Config, step_dir, step: int, formats: tuple, int8: bool) ->
                                       config.image_size != r else "")
                                    + f"{r}x{r}; pixels / 255; (x - mean) / std per channel",
                   "mean": list(config.mean), "std": list(config.std)},
-        "output": {"shape": [1, config.num_classes], "meaning": "logits (softmax gives "
+        "output": {"shape": [batch, config.num_classes], "meaning": "logits (softmax gives "
                    "probabilities)", "labels": "labels.txt, line i is label i"},
         "class_names": list(config.label_names()),
         "width_multiplier": config.width_multiplier, "resolution": r,
@@ -87,7 +89,10 @@ def parity(model: CheckpointModel, runners: dict, test: Split, config: Config) -
             "top1_agreement_with_jax": float((logits[name].argmax(-1) == top1).mean()),
             "max_abs_logit_difference": float(np.abs(logits[name] - reference).max()),
             "logit_range": float(reference.max() - reference.min()),
-            "latency_ms": median_ms(lambda: runner.invoke(one)),
+            # one input of the model: its batch of images (the test images repeated if fewer)
+            "latency_ms": median_ms(lambda: runner.invoke(
+                np.resize(images, (runner.batch_size, *images.shape[1:])))),
+            "latency_batch": runner.batch_size,
         }
         result[name]["max_abs_logit_difference_over_range"] = (
             result[name]["max_abs_logit_difference"] / result[name]["logit_range"])
@@ -100,12 +105,15 @@ def parity(model: CheckpointModel, runners: dict, test: Split, config: Config) -
 def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 500,
            parity_images: int | None = None, data_dir=None, offline: bool = False,
            say=print, quiet: Callable[[], ContextManager] = contextlib.nullcontext,
-           formats: tuple = ("tflite",)) -> dict:
+           formats: tuple = ("tflite",), batch: int = 1) -> dict:
     """Write the files of `formats` (FORMATS) of the checkpoint in `step_dir` into `out` and
-    measure them; the report. `quiet` runs the converter and the interpreters (see
-    `tflite.convert`)."""
+    measure them; the report. The TFLite models take `batch` images at a time. `quiet` runs the
+    converter and the interpreters (see `tflite.convert`)."""
     if int8 and "tflite" not in formats:
         raise ValueError("--int8 makes a TFLite model: add tflite to --format")
+    if int8 and calibration < batch:
+        raise ValueError(f"--calibration-images ({calibration}) must be at least --batch "
+                         f"({batch}): the int8 model is calibrated a batch at a time")
     if "stablehlo" in formats:
         stablehlo.check_serializer()
     restored = restore.restore(step_dir)
@@ -119,16 +127,17 @@ def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 5
     if parity_images != 0:  # read the data before the slow conversion: absent data fails fast
         test = sources.load_split(config, "test", data_dir, offline)
         test = test.take(np.arange(min(parity_images or len(test), len(test))))
-    calibration_set = calibration_images(config, calibration, data_dir, offline) if int8 else None
+    calibration_set = (calibration_images(config, calibration, data_dir, offline, batch)
+                       if int8 else None)
 
     variables = jax.device_get(state.eval_variables())
     files, models = {}, {}
     if "tflite" in formats:
         files["float"] = out / FLOAT_MODEL
-        models["float"] = tflite.convert(config, variables, quiet=quiet)
+        models["float"] = tflite.convert(config, variables, quiet=quiet, batch=batch)
     if int8:
         files["int8"] = out / INT8_MODEL
-        models["int8"] = tflite.convert(config, variables, calibration_set, quiet)
+        models["int8"] = tflite.convert(config, variables, calibration_set, quiet, batch)
     if "stablehlo" in formats:
         files["stablehlo"] = out / STABLEHLO_MODEL
         models["stablehlo"] = stablehlo.serialize(config, variables)
@@ -136,7 +145,7 @@ def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 5
         for name, model in models.items():
             files[name].write_bytes(model)
         (out / "metadata.json").write_text(json.dumps(
-            metadata(config, step_dir, restored.step, formats, int8), indent=2) + "\n")
+            metadata(config, step_dir, restored.step, formats, int8, batch), indent=2) + "\n")
     except OSError as e:
         raise ValueError(write_error_line(e, f"write to {out}", "--out")) from None
     sizes = {name: os.path.getsize(path) for name, path in files.items()}
