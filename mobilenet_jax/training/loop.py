@@ -47,13 +47,13 @@ def train(plan: Plan, stop_requested: Callable[[], Optional[str]] = lambda: None
             "not pass: nothing to train (drop the flag or raise it to go on)")
         return {"step": int(state.step), "stopped": True}
 
+    ahead = parallel.run_ahead(jax.default_backend())
     work = EpochWork(plan, devices, training.jit_steps(devices), checkpoints, rng,
-                     stop_requested)
+                     stop_requested, ahead["prefetch"])
     log = MetricsLog(workdir, main_process)
     curve_writer = curves.CurvesWriter(workdir, say) if main_process else None
     step, summary = int(state.step), {}
-    metrics = StepMetrics(config.batch_size, checkpoints.latest_step,
-                          parallel.run_ahead(jax.default_backend())["lag"])
+    metrics = StepMetrics(config.batch_size, checkpoints.latest_step, ahead["lag"])
     try:
         while step < plan.total_steps:
             epoch = step // plan.steps_per_epoch
@@ -118,6 +118,7 @@ class EpochWork:
     checkpoints: ckpt_lib.Checkpoints
     rng: jax.Array
     stop_requested: Callable[[], Optional[str]]
+    prefetch: int  # global batches placed on the devices ahead (parallel.run_ahead)
 
     def should_stop(self, step: int) -> Optional[str]:
         max_steps = self.plan.config.max_steps
@@ -164,8 +165,8 @@ def train_epoch(state, step: int, work: EpochWork, metrics: StepMetrics, show_pr
     batches = work.plan.train_split.train_batches(
         config.batch_size, config.seed, epoch, offset, work.devices.process_index,
         work.devices.process_count, config.random_resized_crops)
-    prefetched = parallel.run_ahead(jax.default_backend())["prefetch"]
-    with contextlib.closing(prefetch(batches, work.devices.global_batch, prefetched)) as on_devices:
+    with contextlib.closing(prefetch(batches, work.devices.global_batch,
+                                     work.prefetch)) as on_devices:
         state, step, stop = train_steps(state, on_devices, work.jitted.train, work.rng, metrics,
                                         step, bar.update, work.should_stop)
     metrics.read_all()  # every loss checked before anything is saved

@@ -29,7 +29,6 @@ class Source:
 @dataclasses.dataclass(frozen=True)
 class Plan:
     config: Config  # as it will be trained and stored
-    resuming: bool  # the workdir holds a checkpoint of this run
     source: Optional[Source]  # a new run started from another run's checkpoint
     train_split: arrays.Split | StreamedSplit
     val_split: Optional[arrays.Split | StreamedSplit]
@@ -59,7 +58,7 @@ def resolve(given: dict, num_classes_from_data: bool = False) -> Plan:
     if steps_per_epoch == 0:
         raise ValueError(f"the training split has {len(train_split)} examples, fewer than one "
                          f"batch of {config.batch_size}; lower --batch-size")
-    return Plan(config, resuming, source, train_split, val_split, steps_per_epoch)
+    return Plan(config, source, train_split, val_split, steps_per_epoch)
 
 
 def run_config(given: dict) -> tuple[Config, bool, Optional[Source]]:
