@@ -56,17 +56,19 @@ benchmark: $(STAMP)
 # LOCK_UPGRADE=` only adds what a new dependency in setup.cfg needs and keeps the other pins.
 # requirements-lowest.lock pins every lower bound of setup.cfg instead (`make test-lowest`).
 LOCK_UPGRADE ?= --upgrade
-LOCK_EXTRAS := --extra test --extra tfrecord --extra export --extra stablehlo
-PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet $(LOCK_EXTRAS) \
+# The lowest lock leaves out the onnx extra: jax2onnx needs a jax above jax's lower bound.
+LOWEST_EXTRAS := --extra test --extra tfrecord --extra export --extra stablehlo
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet \
     --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links
 lock:  ## re-resolve requirements.lock (newest) and requirements-lowest.lock (lower bounds)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q pip-tools
-	$(PIP_COMPILE) $(LOCK_UPGRADE) --output-file requirements.lock setup.cfg
-	sed -n 's/^ *\([A-Za-z0-9_.-]*\)>=\([0-9][^ ;,#]*\).*/\1==\2/p' setup.cfg | sort -u \
-	    > $(VENV)/lower-bounds.in
-	$(PIP_COMPILE) $(LOCK_UPGRADE) --output-file requirements-lowest.lock setup.cfg \
-	    $(VENV)/lower-bounds.in
+	$(PIP_COMPILE) $(LOWEST_EXTRAS) --extra onnx $(LOCK_UPGRADE) \
+	    --output-file requirements.lock setup.cfg
+	sed -n 's/^ *\([A-Za-z0-9_.-]*\)>=\([0-9][^ ;,#]*\).*/\1==\2/p' setup.cfg \
+	    | grep -v -e '^jax2onnx==' -e '^onnxruntime==' | sort -u > $(VENV)/lower-bounds.in
+	$(PIP_COMPILE) $(LOWEST_EXTRAS) $(LOCK_UPGRADE) --output-file requirements-lowest.lock \
+	    setup.cfg $(VENV)/lower-bounds.in
 
 clean:
 	rm -rf $(VENV) $(LOWEST_VENV) *.egg-info

@@ -1,16 +1,16 @@
-"""Export a checkpoint to TFLite for phones (float32, and with --int8 full-integer int8) and to
-a serialized StableHLO function for other JAX code, and measure the exported models against
-the checkpoint.
+"""Export a checkpoint to TFLite for phones (float32, and with --int8 full-integer int8), to
+ONNX for servers and to a serialized StableHLO function for other JAX code, and measure the
+exported models against the checkpoint.
 
     python -m mobilenet_jax.export --ckpt runs/a/checkpoints/latest --out export --int8
-    python -m mobilenet_jax.export --ckpt runs/a --out export --format tflite,stablehlo
+    python -m mobilenet_jax.export --ckpt runs/a --out export --format tflite,onnx,stablehlo
 
-Writes DIR/model.tflite (DIR/model_int8.tflite), DIR/model.stablehlo, DIR/labels.txt,
-DIR/metadata.json (input size, normalisation, class names, source checkpoint) and
-DIR/parity.json: each model's logits and top-1 against JAX's on the checkpoint's test split,
-accuracies, file sizes and the latency of one input (one image; --batch images for the TFLite
-models). The int8 model is calibrated on training images of the checkpoint's dataset. A
-StableHLO export alone needs no TensorFlow.
+Writes DIR/model.tflite (DIR/model_int8.tflite), DIR/model.onnx, DIR/model.stablehlo,
+DIR/labels.txt, DIR/metadata.json (input size, normalisation, class names, source checkpoint)
+and DIR/parity.json: each model's logits and top-1 against JAX's on the checkpoint's test
+split, accuracies, file sizes and latencies (of one input: one image, or --batch images for the
+TFLite models; the others also of 64 images). The int8 model is calibrated on training images
+of the checkpoint's dataset. ONNX and StableHLO exports need no TensorFlow.
 """
 import pathlib
 
@@ -18,28 +18,33 @@ from mobilenet_jax import cli, process
 from mobilenet_jax.core import checkpoint as ckpt_lib
 from mobilenet_jax.data.arrays import DataError
 from mobilenet_jax.deploy.tflite import TFLiteError
-from mobilenet_jax.deploy.tflite_export import FORMATS, export
+from mobilenet_jax.deploy.exports import ANY_BATCH, FORMATS, export
+from mobilenet_jax.deploy.onnx import OnnxError
 
 
 def format_report(report: dict) -> str:
     p = report.get("parity")
     if p is None:
         return "parity not measured (--parity-images 0)"
+    big = str(ANY_BATCH)
     lines = [f"parity on {p['images']} test images of {report['dataset']} "
              f"({report['threads']} threads):",
-             f"{'model':<8} {'top-1':>7} {'agree':>7} {'max|dlogit|/range':>18} "
-             f"{'size KiB':>9} {'latency ms':>11}",
-             f"{'jax':<8} {p['jax']['top1']:>7.2%} {'':>7} {'':>18} {'':>9} "
-             f"{p['jax']['latency_ms']:>11.3f}"]
-    for name in ("float", "int8", "stablehlo"):
+             f"{'model':<9} {'top-1':>7} {'agree':>7} {'max|dlogit|/range':>18} "
+             f"{'size KiB':>9} {'ms/input':>9} {f'ms/{big}':>8}",
+             f"{'jax':<9} {p['jax']['top1']:>7.2%} {'':>7} {'':>18} {'':>9} "
+             f"{p['jax']['latency_ms']:>9.3f} {p['jax']['latency_ms_at_batch'][big]:>8.2f}"]
+    for name in ("float", "int8", "onnx", "stablehlo"):
         if name in p:
             m = p[name]
             agree = m.get("top1_agreement_with_float", m["top1_agreement_with_jax"])
-            lines.append(f"{name:<8} {m['top1']:>7.2%} {agree:>7.2%} "
+            at_big = m["latency_ms_at_batch"].get(big)
+            lines.append(f"{name:<9} {m['top1']:>7.2%} {agree:>7.2%} "
                          f"{m['max_abs_logit_difference_over_range']:>18.2e} "
-                         f"{report['file_bytes'][name] / 1024:>9.0f} {m['latency_ms']:>11.3f}")
-    lines.append("agree: top-1 agreement of float and stablehlo with JAX, of int8 with float; "
-                 "latency: one input (the TFLite models' batch, else one image)")
+                         f"{report['file_bytes'][name] / 1024:>9.0f} {m['latency_ms']:>9.3f} "
+                         + (f"{at_big:>8.2f}" if at_big is not None else f"{'':>8}"))
+    lines.append(f"float/int8: the TFLite models; agree: top-1 agreement with JAX (int8: with "
+                 f"float); ms/input: one input (a TFLite model's batch, else one image); "
+                 f"ms/{big}: {big} images")
     return "\n".join(lines)
 
 
@@ -76,9 +81,9 @@ def main(argv=None):
             raise ValueError(f"--parity-images must be >= 0, got {args.parity_images}")
         report = export(ckpt_lib.resolve(args.ckpt), pathlib.Path(args.out), args.int8,
                         args.calibration_images, args.parity_images, args.data_dir,
-                        bool(args.offline), quiet=process.stderr_dropped, formats=formats,
+                        bool(args.offline), quiet=process.output_dropped, formats=formats,
                         batch=args.batch)
-    except (ValueError, DataError, ckpt_lib.CheckpointError, TFLiteError) as e:
+    except (ValueError, DataError, ckpt_lib.CheckpointError, TFLiteError, OnnxError) as e:
         cli.fail(str(e))
     print(format_report(report))
 

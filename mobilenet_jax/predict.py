@@ -2,6 +2,7 @@
 
     python -m mobilenet_jax.predict --ckpt runs/a/checkpoints/latest cat.jpg photos/
     python -m mobilenet_jax.predict --tflite export/model_int8.tflite cat.jpg
+    python -m mobilenet_jax.predict --onnx export/model.onnx cat.jpg
 
 Reads PNG and JPEG of any size and mode; a directory means every such file in it. Each image
 becomes a square of the size the run's training images were stored at, then the network's
@@ -14,6 +15,7 @@ import sys
 from mobilenet_jax import cli, process
 from mobilenet_jax.core.checkpoint import CheckpointError
 from mobilenet_jax.deploy.predictor import image_files, load_classifier, predict
+from mobilenet_jax.deploy.onnx import OnnxError
 from mobilenet_jax.deploy.tflite import TFLiteError
 from mobilenet_jax.errors import write_error_line
 
@@ -33,6 +35,8 @@ def main(argv=None):
     parser.add_argument("--ckpt", help="run workdir, checkpoints dir, latest, or step dir")
     parser.add_argument("--tflite", metavar="MODEL", help="a .tflite file written by export "
                         "(its metadata.json beside it) to run instead of a checkpoint")
+    parser.add_argument("--onnx", metavar="MODEL", help="a .onnx file written by export "
+                        "(its metadata.json beside it) to run in ONNX Runtime instead")
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (default: 5)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     cli.add_compile_cache_flag(parser)
@@ -40,19 +44,20 @@ def main(argv=None):
     problems = []
     try:
         process.use_compile_cache(args.compile_cache)
-        if (args.ckpt is None) == (args.tflite is None):
-            raise ValueError("pass one of --ckpt CKPT (a trained run) or --tflite MODEL "
-                             "(an exported model)")
+        if sum(a is not None for a in (args.ckpt, args.tflite, args.onnx)) != 1:
+            raise ValueError("pass one of --ckpt CKPT (a trained run), --tflite MODEL or "
+                             "--onnx MODEL (an exported model)")
         if args.top_k < 1:
             raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
         files, problems = image_files(args.inputs)
-        classify, config = load_classifier(args.ckpt, args.tflite, process.stderr_dropped)
+        classify, config = load_classifier(args.ckpt, args.tflite, args.onnx,
+                                           process.output_dropped)
         if config.class_names == ():
             print("note: the checkpoint stores no class names (trained before they were "
                   "stored); showing label numbers", file=sys.stderr)
         results, unreadable = predict(files, classify, config, min(args.top_k, config.num_classes))
         problems += unreadable
-    except (ValueError, CheckpointError, TFLiteError) as e:
+    except (ValueError, CheckpointError, TFLiteError, OnnxError) as e:
         cli.fail(str(e))
     print_results(results)
     if args.json:

@@ -114,19 +114,24 @@ def use_compile_cache(directory: Optional[str]) -> Optional[pathlib.Path]:
 
 
 @contextlib.contextmanager
-def stderr_dropped():
-    """Drop what anything (Python or native code, any thread) writes to stderr meanwhile: for
-    the TFLite converter's and interpreter's logs, which no setting turns off."""
+def output_dropped():
+    """Drop what anything (Python or native code, any thread) writes to stdout and stderr
+    meanwhile: for the model converters' and interpreters' logs, which no setting turns off."""
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in saved:
+        os.dup2(devnull, fd)
     os.close(devnull)
     try:
         yield
     finally:
+        sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 class StopSignals:

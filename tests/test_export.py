@@ -1,5 +1,5 @@
-"""export: TFLite models (float32, int8) and a serialized StableHLO function of a checkpoint,
-measured against it."""
+"""export: TFLite models (float32, int8), an ONNX model and a serialized StableHLO function of
+a checkpoint, measured against it."""
 import json
 import subprocess
 import sys
@@ -12,7 +12,7 @@ from conftest import assert_one_line_error, run
 from mobilenet_jax import Config
 from mobilenet_jax.core import steps
 from mobilenet_jax.data import from_tfds
-from mobilenet_jax.deploy import stablehlo, tflite
+from mobilenet_jax.deploy import onnx, stablehlo, tflite
 
 # The int8 model's top-1 agreed with the float model's on 97.0% and 95.8% of the 600 subset
 # test images for this recipe's models with seeds 0 and 1 (its accuracy 1.0 point lower both
@@ -27,7 +27,7 @@ def exported(trained_run, subset_dir, tmp_path_factory):
     cwd, _ = trained_run
     out = tmp_path_factory.mktemp("export")
     result = run(["mobilenet_jax.export", "--ckpt", str(cwd / "checkpoints" / "latest"),
-                  "--out", str(out), "--format", "tflite,stablehlo", "--int8",
+                  "--out", str(out), "--format", "tflite,onnx,stablehlo", "--int8",
                   "--calibration-images", "300",
                   "--data-dir", subset_dir, "--offline"], cwd)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -51,6 +51,32 @@ def test_float_export_matches_jax(exported):
     assert metadata["input"]["shape"] == [1, 32, 32, 3]
     labels = (out / "labels.txt").read_text().splitlines()
     assert labels == metadata["class_names"] and len(labels) == 100 and labels[25] == "couch"
+
+
+@pytest.mark.numerics
+def test_onnx_export_matches_jax(exported, subset_dir):
+    out, result = exported
+    report = json.loads((out / "parity.json").read_text())
+    parity = report["parity"]
+    assert parity["onnx"]["top1_agreement_with_jax"] == 1.0
+    # Folded BatchNorm and another runtime's float32 sums: a relative rounding of a few float32
+    # epsilons (1.2e-7) per layer over the network's 28 layers stays below 1e-5 of the logits'
+    # range (measured: experiments/model_export); a wrong op or layout differs by O(1).
+    assert parity["onnx"]["max_abs_logit_difference_over_range"] <= 1e-5
+    assert set(parity["onnx"]["latency_ms_at_batch"]) == {"1", "64"}
+    assert "onnx" in result.stdout
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["onnx"]["input_shape"] == ["batch", 32, 32, 3]
+    # The file as a user's server loads it: any batch size, named input and output.
+    runner = onnx.Runner(str(out / "model.onnx"))
+    assert runner.session.get_inputs()[0].name == "images"
+    assert runner.session.get_outputs()[0].name == "logits"
+    test = from_tfds.load("cifar100", "test[:5]", subset_dir, True)
+    images = steps.float32_input(test.images, Config.from_dict(metadata["config"]))
+    one_by_one = np.concatenate([runner(images[i:i + 1]) for i in range(5)])
+    assert runner(images).shape == (5, 100)
+    np.testing.assert_allclose(runner(images), one_by_one, rtol=0,
+                               atol=1e-5 * parity["onnx"]["logit_range"])
 
 
 @pytest.mark.numerics
@@ -116,19 +142,44 @@ def test_independent_interpreter_run_matches_report(exported, subset_dir):
 
 
 def test_predict_with_the_exported_model(exported, trained_run, subset_dir, tmp_path):
-    """predict --tflite gives the checkpoint's top-1 (float model) on image files."""
+    """predict --tflite and --onnx give the checkpoint's top-1 (float models) on image files."""
     cwd, _ = trained_run
     out, _ = exported
     test = from_tfds.load("cifar100", "test[:12]", subset_dir, offline=True)
     for i, image in enumerate(test.images):
         Image.fromarray(image).save(tmp_path / f"{i:02d}.png")
     tops = []
-    for args in (["--ckpt", str(cwd)], ["--tflite", str(out / "model.tflite")]):
+    for args in (["--ckpt", str(cwd)], ["--tflite", str(out / "model.tflite")],
+                 ["--onnx", str(out / "model.onnx")]):
         result = run(["mobilenet_jax.predict", *args, str(tmp_path), "--json",
                       str(tmp_path / "p.json")], cwd)
         assert result.returncode == 0, result.stderr[-2000:]
         tops.append([p["top_k"][0]["label"] for p in json.loads((tmp_path / "p.json").read_text())])
-    assert tops[0] == tops[1] and len(tops[0]) == 12
+    assert tops[0] == tops[1] == tops[2] and len(tops[0]) == 12
+
+
+def test_predict_refuses_a_model_its_metadata_does_not_describe(exported, tmp_path):
+    out, _ = exported
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    metadata = json.loads((out / "metadata.json").read_text())
+    (tmp_path / "model.onnx").write_bytes((out / "model.onnx").read_bytes())
+    for field, value in (("num_classes", 10), ("resolution", 64)):
+        config = {**metadata["config"], field: value}
+        if field == "num_classes":
+            config["class_names"] = [str(i) for i in range(10)]
+        (tmp_path / "metadata.json").write_text(json.dumps({"config": config}))
+        assert_one_line_error(run(["mobilenet_jax.predict", "--onnx", "model.onnx", "a.png"],
+                                  tmp_path), "metadata.json" if field == "num_classes" else
+                              "shape")
+
+
+def test_missing_onnx_extra_is_one_clear_error(monkeypatch):
+    real_find_spec = onnx.importlib.util.find_spec
+    monkeypatch.setattr(onnx.importlib.util, "find_spec",
+                        lambda name: None if name == "jax2onnx" else real_find_spec(name))
+    with pytest.raises(onnx.OnnxError, match=r"jax2onnx not installed.*pip install -e '\.\[onnx\]'"):
+        onnx.check_installed()
+    onnx.check_installed(converter=False)  # running needs ONNX Runtime only
 
 
 @pytest.mark.numerics
@@ -170,7 +221,7 @@ def test_export_bad_input_is_one_line(trained_run, tmp_path):
     assert_one_line_error(run(["mobilenet_jax.export", "--ckpt", ckpt, "--out", "o",
                                "--calibration-images", "0"], tmp_path), "--calibration-images")
     assert_one_line_error(run(["mobilenet_jax.export", "--ckpt", ckpt, "--out", "o",
-                               "--format", "tflite,pdf"], tmp_path), "--format", "stablehlo")
+                               "--format", "tflite,pdf"], tmp_path), "--format", "onnx")
     assert_one_line_error(run(["mobilenet_jax.export", "--ckpt", ckpt, "--out", "o",
                                "--format", "stablehlo", "--int8"], tmp_path), "--int8", "tflite")
     assert_one_line_error(run(["mobilenet_jax.export", "--ckpt", ckpt, "--out", "o",

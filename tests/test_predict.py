@@ -137,6 +137,11 @@ def test_predict_bad_input_is_one_line(trained_run, tmp_path):
         {"config": json.loads((cwd / "config.json").read_text())}))
     assert_one_line_error(run(["mobilenet_jax.predict", "--tflite", "fake.tflite", "a.png"],
                               tmp_path), "fake.tflite", "export it again")
+    (tmp_path / "fake.onnx").write_bytes(b"not a model")
+    assert_one_line_error(run(["mobilenet_jax.predict", "--onnx", "fake.onnx", "a.png"],
+                              tmp_path), "fake.onnx", "export it again")
+    assert_one_line_error(run(["mobilenet_jax.predict", "--onnx", "fake.onnx", "--tflite",
+                               "fake.tflite", "a.png"], tmp_path), "--onnx", "--tflite")
     result = run(["mobilenet_jax.predict", "--ckpt", str(cwd), "a.png", "--json",
                   str(tmp_path / "a.png" / "out.json")], tmp_path)
     assert_one_line_error(result, "--json")

@@ -16,7 +16,7 @@ import numpy as np
 from mobilenet_jax.config import Config
 from mobilenet_jax.core import checkpoint, restore, steps
 from mobilenet_jax.data import images as imagefiles
-from mobilenet_jax.deploy import tflite
+from mobilenet_jax.deploy import onnx, tflite
 from mobilenet_jax.models.mobilenet import probabilities
 
 BATCH = 64  # images per jitted forward pass (the last batch is padded)
@@ -82,24 +82,33 @@ def predict(files, classify: Callable, config: Config, k: int) -> tuple[list, li
     if not readable:
         return [], problems
     logits = classify(np.concatenate(inputs))
+    if logits.shape[1:] != (config.num_classes,):
+        raise ValueError(f"the model gives {logits.shape[1:]} logits an image where its "
+                         f"metadata.json says {config.num_classes} classes; keep the "
+                         "metadata.json that export wrote beside the model")
     names = config.label_names()
     return [{"file": str(path), "top_k": top_k(row, k, names)}
             for path, row in zip(readable, logits)], problems
 
 
-def load_classifier(ckpt: Optional[str], tflite_path: Optional[str],
+def load_classifier(ckpt: Optional[str] = None, tflite_path: Optional[str] = None,
+                    onnx_path: Optional[str] = None,
                     quiet: Callable[[], ContextManager] = contextlib.nullcontext
                     ) -> tuple[Callable, Config]:
-    """The model to predict with and the config that says how to feed it (`quiet`: see
+    """The model to predict with (a checkpoint, or one exported file with export's
+    metadata.json beside it) and the config that says how to feed it (`quiet`: see
     `tflite.Runner`)."""
+    exported = tflite_path or onnx_path
+    if exported is None:
+        model = restore.restore(checkpoint.resolve(ckpt))
+        return CheckpointModel(model.state, model.config), model.config
+    metadata_path = pathlib.Path(exported).parent / "metadata.json"
+    try:
+        config = Config.from_dict(json.loads(metadata_path.read_text())["config"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{metadata_path} (written by export beside the model) is missing "
+                         f"or unreadable ({type(e).__name__}: {e}); export the model "
+                         "again or keep metadata.json beside it") from None
     if tflite_path:
-        metadata_path = pathlib.Path(tflite_path).parent / "metadata.json"
-        try:
-            config = Config.from_dict(json.loads(metadata_path.read_text())["config"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{metadata_path} (written by export beside the model) is missing "
-                             f"or unreadable ({type(e).__name__}: {e}); export the model "
-                             "again or keep metadata.json beside it") from None
         return tflite.Runner(str(tflite_path), quiet=quiet), config
-    model = restore.restore(checkpoint.resolve(ckpt))
-    return CheckpointModel(model.state, model.config), model.config
+    return onnx.Runner(str(onnx_path)), config

@@ -53,7 +53,7 @@ class Runner:
     """A serialized function, deserialized and compiled for this process's backend: the same
     calls as the TFLite runner's (`runner(images)` for a batch, `invoke(one)` for latency)."""
 
-    batch_size = 1  # what its latency is measured at: it takes any batch
+    fixed_batch = False  # it takes any batch
 
     def __init__(self, serialized: bytes):
         self.call = jax.jit(export.deserialize(bytearray(serialized)).call)

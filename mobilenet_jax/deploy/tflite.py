@@ -34,7 +34,7 @@ def convert(config: Config, variables: dict, calibration: Optional[Iterable[np.n
     """The network of `config` with `variables` as a TFLite flatbuffer taking `batch` images
     at a time: float32, or with `calibration` (standardised images, each input a (batch, H, W,
     3) float32 array) full-integer int8. The converter logs its every pass; `quiet` (e.g.
-    `process.stderr_dropped`) runs it."""
+    `process.output_dropped`) runs it."""
     tf = _tensorflow()
     from jax.experimental import jax2tf
     model = MobileNetV1(**config.replace(kernels="reference", dtype="float32").model_kwargs())
@@ -74,6 +74,8 @@ def _interpreter_class() -> Callable:
 
 class Runner:
     """One TFLite model in the LiteRT interpreter: standardised float32 images -> logits."""
+
+    fixed_batch = True  # it takes `batch_size` images an input
 
     def __init__(self, model: bytes | str, num_threads: Optional[int] = None,
                  quiet: Callable[[], ContextManager] = contextlib.nullcontext):

@@ -1,10 +1,11 @@
-"""A checkpoint as TFLite files for phones (float32, and full-integer int8) and as a serialized
-StableHLO function for JAX code (deploy/stablehlo.py), with labels.txt, metadata.json, and
-parity.json: each model's logits and top-1 against JAX's on the checkpoint's test split,
-accuracies, file sizes and the latency of one input. The int8 model is calibrated on training
-images of the checkpoint's dataset.
+"""A checkpoint as TFLite files for phones (float32, and full-integer int8), an ONNX model for
+servers (deploy/onnx.py) and a serialized StableHLO function for JAX code (deploy/stablehlo.py),
+with labels.txt, metadata.json, and parity.json: each model's logits and top-1 against JAX's on
+the checkpoint's test split, accuracies, file sizes and latencies. The int8 model is calibrated
+on training images of the checkpoint's dataset.
 """
 import contextlib
+import functools
 import json
 import os
 import pathlib
@@ -18,13 +19,15 @@ from mobilenet_jax.config import Config
 from mobilenet_jax.core import restore, steps
 from mobilenet_jax.data import sources
 from mobilenet_jax.data.arrays import Split
-from mobilenet_jax.deploy import stablehlo, tflite
+from mobilenet_jax.deploy import onnx, stablehlo, tflite
 from mobilenet_jax.deploy.predictor import CheckpointModel
 from mobilenet_jax.errors import write_error_line
 
-FLOAT_MODEL, INT8_MODEL, STABLEHLO_MODEL = "model.tflite", "model_int8.tflite", "model.stablehlo"
-FORMATS = ("tflite", "stablehlo")
+FLOAT_MODEL, INT8_MODEL = "model.tflite", "model_int8.tflite"
+ONNX_MODEL, STABLEHLO_MODEL = "model.onnx", "model.stablehlo"
+FORMATS = ("tflite", "onnx", "stablehlo")
 LATENCY_RUNS = 100
+ANY_BATCH = 64  # the larger batch latency is measured at, for models that take any batch
 
 
 def calibration_images(config: Config, count: int, data_dir, offline: bool,
@@ -44,6 +47,10 @@ def metadata(config: Config, step_dir, step: int, formats: tuple, int8: bool,
     return {
         "model": FLOAT_MODEL if tflite_files else None,
         "model_int8": INT8_MODEL if tflite_files and int8 else None,
+        "onnx": {
+            "file": ONNX_MODEL, "input": "images", "input_shape": ["batch", r, r, 3],
+            "output": "logits", "opset": onnx.OPSET,
+        } if "onnx" in formats else None,
         "stablehlo": {
             "file": STABLEHLO_MODEL, "input_shape": ["batch", r, r, 3],
             "platforms": list(stablehlo.PLATFORMS), "jax_version": jax.__version__,
@@ -78,10 +85,18 @@ def parity(model: CheckpointModel, runners: dict, test: Split, config: Config) -
     images = steps.float32_input(test.images_at(np.arange(len(test))), config)
     reference = model(images)
     top1 = reference.argmax(-1)
-    one = images[:1]
-    forward = lambda: jax.block_until_ready(model.forward(model.variables, one))  # noqa: E731
+
+    def batch_of(n: int) -> np.ndarray:  # the test images repeated if fewer than n
+        return np.resize(images, (n, *images.shape[1:]))
+
+    def jax_forward(n: int) -> Callable:
+        x = batch_of(n)
+        return lambda: jax.block_until_ready(model.forward(model.variables, x))
+
+    jax_ms = {str(n): median_ms(jax_forward(n)) for n in (1, ANY_BATCH)}
     result = {"images": len(test), "jax": {"top1": float((top1 == test.labels).mean()),
-                                          "latency_ms": median_ms(forward)}}
+                                          "latency_ms": jax_ms["1"],
+                                          "latency_ms_at_batch": jax_ms}}
     logits = {name: runner(images) for name, runner in runners.items()}
     for name, runner in runners.items():
         result[name] = {
@@ -89,11 +104,12 @@ def parity(model: CheckpointModel, runners: dict, test: Split, config: Config) -
             "top1_agreement_with_jax": float((logits[name].argmax(-1) == top1).mean()),
             "max_abs_logit_difference": float(np.abs(logits[name] - reference).max()),
             "logit_range": float(reference.max() - reference.min()),
-            # one input of the model: its batch of images (the test images repeated if fewer)
-            "latency_ms": median_ms(lambda: runner.invoke(
-                np.resize(images, (runner.batch_size, *images.shape[1:])))),
-            "latency_batch": runner.batch_size,
         }
+        # a fixed-batch model at its batch, a model of any batch size at one image and ANY_BATCH
+        batches = (runner.batch_size,) if runner.fixed_batch else (1, ANY_BATCH)
+        ms = [median_ms(functools.partial(runner.invoke, batch_of(b))) for b in batches]
+        result[name].update(latency_ms=ms[0], latency_batch=batches[0],
+                            latency_ms_at_batch={str(b): t for b, t in zip(batches, ms)})
         result[name]["max_abs_logit_difference_over_range"] = (
             result[name]["max_abs_logit_difference"] / result[name]["logit_range"])
     if "int8" in logits and "float" in logits:
@@ -116,6 +132,8 @@ def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 5
                          f"({batch}): the int8 model is calibrated a batch at a time")
     if "stablehlo" in formats:
         stablehlo.check_serializer()
+    if "onnx" in formats:
+        onnx.check_installed()
     restored = restore.restore(step_dir)
     state, config = restored.state, restored.config
     try:
@@ -138,6 +156,9 @@ def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 5
     if int8:
         files["int8"] = out / INT8_MODEL
         models["int8"] = tflite.convert(config, variables, calibration_set, quiet, batch)
+    if "onnx" in formats:
+        files["onnx"] = out / ONNX_MODEL
+        models["onnx"] = onnx.convert(config, variables, quiet)
     if "stablehlo" in formats:
         files["stablehlo"] = out / STABLEHLO_MODEL
         models["stablehlo"] = stablehlo.serialize(config, variables)
@@ -158,11 +179,17 @@ def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 5
     if int8:
         report["int8_size_over_float"] = sizes["int8"] / sizes["float"]
     if test is not None:
-        runners = {name: stablehlo.Runner(model) if name == "stablehlo" else
-                   tflite.Runner(model, num_threads=os.cpu_count(), quiet=quiet)
-                   for name, model in models.items()}
+        runners = {name: _runner(name, model, quiet) for name, model in models.items()}
         if "float" in runners:
             report["ops"] = sorted(set(runners["float"].ops))
         report["parity"] = parity(CheckpointModel(state, config), runners, test, config)
         (out / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _runner(name: str, model: bytes, quiet: Callable[[], ContextManager]):
+    if name == "stablehlo":
+        return stablehlo.Runner(model)
+    if name == "onnx":
+        return onnx.Runner(model, num_threads=os.cpu_count())
+    return tflite.Runner(model, num_threads=os.cpu_count(), quiet=quiet)
