@@ -206,6 +206,25 @@ def test_tflite_models_take_the_batch_size_asked_for(trained_run, subset_dir, tm
     np.testing.assert_array_equal(runner(images)[:4], runner.invoke(images[:4]))
 
 
+def test_a_qat_fine_tune_exports_to_int8(trained_run, subset_dir, tmp_path):
+    """--qat fine-tunes from a checkpoint, is stored with the run, and its checkpoint exports
+    to int8 as any other."""
+    cwd, _ = trained_run
+    result = run(["mobilenet_jax.train", "--init-from", str(cwd), "--qat", "--max-steps", "5",
+                  "--lr", "0.005", "--warmup-epochs", "0", "--data-dir", subset_dir,
+                  "--offline", "--workdir", "qat", "--no-progress"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "qat" / "config.json").read_text())["qat"] is True
+    result = run(["mobilenet_jax.export", "--ckpt", "qat", "--out", "o", "--int8",
+                  "--calibration-images", "40", "--parity-images", "20",
+                  "--data-dir", subset_dir, "--offline"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    parity = json.loads((tmp_path / "o" / "parity.json").read_text())["parity"]
+    assert parity["float"]["top1_agreement_with_jax"] == 1.0
+    # as for --batch above: a broken model agrees on ~1/6 of the images by chance
+    assert parity["int8"]["top1_agreement_with_float"] >= 0.5
+
+
 def test_export_bad_input_is_one_line(trained_run, tmp_path):
     cwd, _ = trained_run
     ckpt = str(cwd / "checkpoints" / "latest")

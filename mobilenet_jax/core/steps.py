@@ -4,6 +4,7 @@
 `Training.jit_steps(devices)` the jitted steps. Train, evaluate, the benchmark and the
 experiments all get them here, so every command runs the same computation.
 """
+import contextlib
 import dataclasses
 import functools
 from typing import Any, Callable
@@ -15,6 +16,7 @@ import optax
 from flax.training import train_state
 
 from mobilenet_jax.config import Config
+from mobilenet_jax.core import quantization
 from mobilenet_jax.core.parallel import Devices
 from mobilenet_jax.data import augment, mixing
 from mobilenet_jax.models.mobilenet import MobileNetV1
@@ -57,6 +59,7 @@ class StepsConfig:
     rmsprop_eps: float
     freeze_backbone: bool
     backbone_lr_scale: float
+    qat: bool
     # what the state keeps besides the weights
     ema_decay: float
     precise_bn_batches: int
@@ -185,6 +188,14 @@ def train_inputs(batch: dict, rng: jax.Array, config: StepsConfig):
     return images, targets
 
 
+def forward_quantization(config: StepsConfig) -> tuple[Callable, Callable]:
+    """(weights transform, context maker) of a training forward pass: fake int8 with
+    `config.qat` (core/quantization.py), else the identity and no context."""
+    if config.qat:
+        return quantization.fake_quantized_params, quantization.fake_quantized_inputs
+    return (lambda params: params), contextlib.nullcontext
+
+
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: StepsConfig,
                schedule: optax.Schedule):
     """One SGD step. Returns the new state and the batch's summed metrics (and the lr)."""
@@ -192,12 +203,15 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: StepsC
     augment_rng, dropout_rng = jax.random.split(rng)
     images, targets = train_inputs(batch, augment_rng, config)
 
+    weights, quantized_inputs = forward_quantization(config)
+
     def loss_fn(params):
         # A frozen backbone runs in inference mode: BatchNorm uses and keeps its statistics.
-        logits, updates = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats}, images,
-            train=not config.freeze_backbone,
-            rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+        with quantized_inputs():
+            logits, updates = state.apply_fn(
+                {"params": weights(params), "batch_stats": state.batch_stats}, images,
+                train=not config.freeze_backbone,
+                rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
         losses = cross_entropy(logits, targets, config.label_smoothing)
         return losses.mean(), (logits, losses, updates["batch_stats"])
 
@@ -218,8 +232,11 @@ def batch_statistics_step(state: TrainState, batch: dict, rng: jax.Array, *,
     step does, with the evaluated weights."""
     images, _ = train_inputs(batch, rng, config)
     zeros = jax.tree.map(jnp.zeros_like, state.batch_stats)
-    _, updates = state.apply_fn({"params": state.eval_variables()["params"], "batch_stats": zeros},
-                                images, train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
+    weights, quantized_inputs = forward_quantization(config)
+    with quantized_inputs():
+        _, updates = state.apply_fn(
+            {"params": weights(state.eval_variables()["params"]), "batch_stats": zeros},
+            images, train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
     # From zero running statistics, a train-mode pass leaves (1 - momentum) x the batch's.
     return jax.tree.map(lambda v: v / (1 - MobileNetV1.bn_momentum), updates["batch_stats"])
 

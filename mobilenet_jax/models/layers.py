@@ -295,6 +295,9 @@ KERNELS = {
                        pointwise=functools.partial(PointwiseConv, max_sliced_inputs=4)),
 }
 
+# Every module a policy computes a conv with is an instance of one of these.
+CONV_MODULES = (nn.Conv, _HandWrittenConv)
+
 
 def conv_kernels(kernels) -> ConvKernels:
     """A policy name of `KERNELS` (or a `ConvKernels`, for experiments) -> its ConvKernels."""
