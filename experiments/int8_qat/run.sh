@@ -6,14 +6,18 @@
 # finished runs and exports.
 #   bash experiments/int8_qat/run.sh   (from the repository root)
 #   then: python experiments/int8_qat/summarize.py
+# LABEL_SMOOTHING=0.1 SPECS=1.0,2 bash experiments/int8_qat/run.sh: the same with label
+# smoothing, into runs/int8_qat-ls0.1 and results-ls0.1/.
 set -euo pipefail
 DATA=${DATA:-../shared/data/cifar100-6class-tfds}
-RUNS=${RUNS:-runs/int8_qat}
-OUT=experiments/int8_qat/results
+LABEL_SMOOTHING=${LABEL_SMOOTHING:-0}
+SUFFIX=$([ "$LABEL_SMOOTHING" = 0 ] || echo "-ls$LABEL_SMOOTHING")
+RUNS=${RUNS:-runs/int8_qat$SUFFIX}
+OUT=experiments/int8_qat/results$SUFFIX
 SEEDS=${SEEDS:-"0 1 2"}
 SPECS=${SPECS:-"0.25,1 1.0,2"}
 FINETUNE_EPOCHS=${FINETUNE_EPOCHS:-5}
-COMMON="--batch-size 128 --label-smoothing 0 --ema-decay 0 --val-fraction 0
+COMMON="--batch-size 128 --label-smoothing $LABEL_SMOOTHING --ema-decay 0 --val-fraction 0
   --data-dir $DATA --offline --no-progress"
 
 export_int8() {  # $1: run dir; $2: results dir
