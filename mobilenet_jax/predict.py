@@ -14,8 +14,8 @@ import sys
 
 from mobilenet_jax import cli, process
 from mobilenet_jax.core.checkpoint import CheckpointError
-from mobilenet_jax.deploy.predictor import image_files, load_classifier, predict
 from mobilenet_jax.deploy.onnx import OnnxError
+from mobilenet_jax.deploy.predictor import image_files, load_classifier, predict
 from mobilenet_jax.deploy.tflite import TFLiteError
 from mobilenet_jax.errors import write_error_line
 

@@ -83,7 +83,7 @@ def predict(files, classify: Callable, config: Config, k: int) -> tuple[list, li
         return [], problems
     logits = classify(np.concatenate(inputs))
     if logits.shape[1:] != (config.num_classes,):
-        raise ValueError(f"the model gives {logits.shape[1:]} logits an image where its "
+        raise ValueError(f"the model gives {logits.shape[-1]} logits an image where its "
                          f"metadata.json says {config.num_classes} classes; keep the "
                          "metadata.json that export wrote beside the model")
     names = config.label_names()
