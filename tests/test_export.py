@@ -69,8 +69,8 @@ def test_onnx_export_matches_jax(exported, subset_dir):
     assert metadata["onnx"]["input_shape"] == ["batch", 32, 32, 3]
     # The file as a user's server loads it: any batch size, named input and output.
     runner = onnx.Runner(str(out / "model.onnx"))
-    assert runner.session.get_inputs()[0].name == "images"
-    assert runner.session.get_outputs()[0].name == "logits"
+    assert runner.runtime.get_inputs()[0].name == "images"
+    assert runner.runtime.get_outputs()[0].name == "logits"
     test = from_tfds.load("cifar100", "test[:5]", subset_dir, True)
     images = steps.float32_input(test.images, Config.from_dict(metadata["config"]))
     one_by_one = np.concatenate([runner(images[i:i + 1]) for i in range(5)])

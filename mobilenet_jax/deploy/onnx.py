@@ -70,16 +70,16 @@ class Runner:
             options.intra_op_num_threads = num_threads
         what = model if isinstance(model, str) else "the converted model"
         try:
-            self.session = onnxruntime.InferenceSession(
+            self.runtime = onnxruntime.InferenceSession(
                 model, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own kinds
             raise OnnxError(f"{what} is not a readable ONNX model ({short_reason(e)}); "
                             "export it again") from None
-        self.input = self.session.get_inputs()[0]
+        self.input = self.runtime.get_inputs()[0]
         self.image_shape = tuple(self.input.shape[1:])
 
     def invoke(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input.name: images.astype(np.float32)})[0]
+        return self.runtime.run(None, {self.input.name: images.astype(np.float32)})[0]
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Logits (N, classes) of standardised images (N, H, W, 3)."""
