@@ -35,9 +35,12 @@ def main(argv=None):
         config = Config().replace(**given)  # validates the flags before anything heavy
         parallel.maybe_initialize_distributed(config.distributed)
         pathlib.Path(config.workdir).mkdir(parents=True, exist_ok=True)
-        run = plan.resolve(given, num_classes_from_data="num_classes" not in given)
-        # The plan reads data but starts no JAX backend: the allocator is still ours to set.
-        process.keep_freed_memory(estimated_step_bytes(run.config, run.config.batch_size))
+        started = plan.run_config(given)
+        # Before reading data starts any thread: glibc fixes its arena count at the first
+        # thread's first allocation.
+        process.keep_freed_memory(estimated_step_bytes(started[0], started[0].batch_size))
+        run = plan.resolve(given, num_classes_from_data="num_classes" not in given,
+                           started=started)
         stop = process.StopSignals()
         try:
             loop.train(run, stop_requested=stop)

@@ -107,3 +107,33 @@ def test_step_buffer_estimate_starts_no_backend():
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
                          text=True).stdout
     assert out.strip() == "False"
+
+
+# Runs a command's main with process.keep_freed_memory replaced by a probe that prints how
+# many threads were started since the imports and whether JAX's backend is up (only the
+# private registry shows the latter), then stops the command.
+COMMAND_PROBE = """
+import os, sys
+from jax._src import xla_bridge
+from mobilenet_jax import benchmark, evaluate, process, train
+threads = len(os.listdir("/proc/self/task"))
+def probe(step_bytes=0):
+    print(len(os.listdir("/proc/self/task")) - threads, bool(xla_bridge._backends), step_bytes > 0)
+    os._exit(0)
+process.keep_freed_memory = probe
+{"benchmark": benchmark, "train": train}[sys.argv[1]].main(sys.argv[2:])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
+@pytest.mark.parametrize("command", ["benchmark", "train"])
+def test_commands_set_the_allocator_before_any_thread_starts(command, subset_dir, tmp_path):
+    """glibc fixes its arena count at a new thread's first allocation, and XLA's, tfds's and
+    grain's threads start with the backend or the data: the allocator must come first."""
+    args = {"benchmark": ["--alphas", "1.0", "--stem-stride", "1", "--mode", "train",
+                          "--compile-cache", "off"],
+            "train": ["--data-dir", str(subset_dir), "--workdir", str(tmp_path / "run"),
+                      "--alpha", "0.1", "--compile-cache", "off"]}[command]
+    out = subprocess.run([sys.executable, "-c", COMMAND_PROBE, command, *args], check=True,
+                         capture_output=True, text=True).stdout
+    assert out.split() == ["0", "False", "True"], out

@@ -39,10 +39,12 @@ class Plan:
         return self.config.epochs * self.steps_per_epoch
 
 
-def resolve(given: dict, num_classes_from_data: bool = False) -> Plan:
+def resolve(given: dict, num_classes_from_data: bool = False,
+            started: Optional[tuple] = None) -> Plan:
     """The Plan of the flags `given` (name -> value, the flags passed). With
-    `num_classes_from_data`, a new run takes its number of classes from the dataset."""
-    config, resuming, source = run_config(given)
+    `num_classes_from_data`, a new run takes its number of classes from the dataset.
+    `started`: `run_config(given)` where the caller already has it."""
+    config, resuming, source = started or run_config(given)
     # a run trained on crops of the full images needs them again
     train_split = sources.load_split(
         config.replace(input="stream") if config.random_resized_crops else config, config.split)
