@@ -1,4 +1,6 @@
 """Input pipeline: the real tfds path (mocked and real subset), augmentation, order, shares."""
+import socket
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +25,24 @@ def test_offline_missing_dataset_is_a_data_error_naming_the_dir(tmp_path):
     with pytest.raises(arrays.DataError, match=str(tmp_path)) as e:
         from_tfds.load("cifar100", "train", str(tmp_path), offline=True)
     assert "--offline" in str(e.value) and "--data-dir" in str(e.value)
+
+
+def _unresolvable(host, *args):
+    raise socket.gaierror(-2, f"Name or service not known: {host}")
+
+
+def test_download_without_a_resolvable_host_is_refused_at_once(tmp_path, monkeypatch):
+    """tfds would retry the download for minutes; the host it names is checked first."""
+    monkeypatch.setattr(socket, "getaddrinfo", _unresolvable)
+    with pytest.raises(arrays.DataError) as e:
+        from_tfds.load("cifar100", "train", str(tmp_path))
+    assert "cannot be resolved" in str(e.value) and "--data-dir" in str(e.value)
+    assert "--image-folder" in str(e.value)
+
+
+def test_prepared_data_needs_no_network(subset_dir, monkeypatch):
+    monkeypatch.setattr(socket, "getaddrinfo", _unresolvable)
+    assert len(from_tfds.load("cifar100", "test", subset_dir)) == 600
 
 
 def test_real_subset_loads_with_split_expressions(subset_dir):

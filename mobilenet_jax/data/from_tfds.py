@@ -7,7 +7,10 @@ i.e. TensorFlow, which only the `tfrecord` extra installs. Held in memory, the d
 numpy arrays (CIFAR-100 is ~180 MB); what would not fit is refused before it is read
 (`arrays.check_fits`).
 """
+import concurrent.futures
 import os
+import socket
+import urllib.parse
 from typing import Callable, Optional
 
 import numpy as np
@@ -35,6 +38,8 @@ def load(name: str, split: str, data_dir: Optional[str] = None, offline: bool = 
 
     where = resolve_data_dir(data_dir)
     random_access = _prepared_as_array_record(tfds, name, where)
+    if not (random_access or offline):
+        _check_download_hosts(tfds, name, where)
     if not random_access:
         _tensorflow_for_tfds(name, where)
     try:
@@ -98,6 +103,33 @@ def _prepared_as_array_record(tfds, name: str, where: str) -> bool:
     except Exception:  # noqa: BLE001 - tfds.load reports what is wrong with the name or dir
         return False
     return file_format == tfds.core.file_adapters.FileFormat.ARRAY_RECORD
+
+
+def _check_download_hosts(tfds, name: str, where: str, timeout_s: float = 5.0) -> None:
+    """Where `name` is not prepared in `where`, tfds would download it, retrying for minutes
+    when there is no network: say so at once if a host it downloads from cannot be resolved."""
+    try:
+        builder = tfds.builder(name, data_dir=where)
+        if builder.is_prepared():
+            return
+        hosts = sorted({urllib.parse.urlparse(url).hostname for url in builder.url_infos or {}})
+    except Exception:  # noqa: BLE001 - unknown names and the like: tfds.load says what is wrong
+        return
+    for host in filter(None, hosts):
+        resolving = concurrent.futures.ThreadPoolExecutor(1)
+        try:
+            resolving.submit(socket.getaddrinfo, host, 443).result(timeout=timeout_s)
+            continue
+        except concurrent.futures.TimeoutError:
+            reason = f"no answer in {timeout_s:.0f} s"
+        except OSError as e:
+            reason = short_reason(e)
+        finally:
+            resolving.shutdown(wait=False)
+        raise DataError(f"{name!r} is not in {where} and {host}, where it downloads from, cannot "
+                        f"be resolved ({reason}): no network? Pass --data-dir DIR holding a "
+                        f"prepared TFDS {name}, or train on your own images with "
+                        "--image-folder DIR")
 
 
 def _examples(source, image_key: str, label_key: str, chunk: int = 4096):
