@@ -36,6 +36,8 @@ def xla_flags(*flags: str) -> dict:
 
 if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
     os.environ.update(xla_flags(FAST_COMPILE))
+# Decoded image folders go to the suite's own cache, never the user's.
+os.environ.setdefault("MOBILENET_JAX_DECODED_CACHE", str(REPO / ".pytest_cache" / "decoded"))
 # What the commands set for themselves (process.quiet_tensorflow), for the library calls here.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")

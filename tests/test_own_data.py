@@ -165,6 +165,35 @@ def test_unreadable_files_are_counted_named_and_left_out(folder, tmp_path, capsy
     assert "circles/broken.jpg" in line and "squares/empty.png" in line and "going on" in line
 
 
+def test_a_decoded_folder_is_read_back_until_a_file_changes(folder, tmp_path, monkeypatch,
+                                                             capsys):
+    import shutil
+    from mobilenet_jax.data import decoded_cache, images as imagefiles
+    monkeypatch.setenv("MOBILENET_JAX_DECODED_CACHE", str(tmp_path / "cache"))
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    (copy / "train" / "circles" / "broken.jpg").write_bytes(b"not an image")
+    first = from_folder.load(copy, "train", 16)
+    decoding = imagefiles.read_image
+    monkeypatch.setattr(imagefiles, "read_image", lambda path: pytest.fail(f"decoded {path}"))
+    again = from_folder.load(copy, "train", 16)  # from the cache: nothing decoded
+    np.testing.assert_array_equal(again.images, first.images)
+    np.testing.assert_array_equal(again.labels, first.labels)
+    assert capsys.readouterr().out.count("circles/broken.jpg") == 2  # the note, both times
+    # A file rewritten (another image, so another size and mtime) is decoded afresh.
+    changed = copy / "train" / "squares" / "0.jpg"
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(changed)
+    monkeypatch.setattr(imagefiles, "read_image", decoding)
+    fresh = from_folder.load(copy, "train", 16)
+    assert not np.array_equal(fresh.images, first.images)
+    # A damaged entry costs only the decoding.
+    for entry in (tmp_path / "cache").glob("*.npz"):
+        entry.write_bytes(b"damaged")
+    np.testing.assert_array_equal(from_folder.load(copy, "train", 16).images, fresh.images)
+    monkeypatch.setenv("MOBILENET_JAX_DECODED_CACHE", "off")
+    assert decoded_cache.directory() is None
+
+
 def test_a_dataset_without_image_and_label_features_is_refused():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=8):

@@ -10,6 +10,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from mobilenet_jax.data import decoded_cache
 from mobilenet_jax.data import images as imagefiles
 from mobilenet_jax.data import streaming
 from mobilenet_jax.data.arrays import DataError, Split, check_fits, too_large
@@ -59,17 +60,32 @@ def load(root, split: str, size: int, class_names: Optional[tuple] = None,
         return streaming.StreamedSplit(streaming.FolderRecords(files, labels),
                                        np.arange(len(files)), size, False, names, workers)
     check_fits(len(files), size, f"{root / split}")
+    cache_key = decoded_cache.key(files, labels, names, size)
+    cached = decoded_cache.read(cache_key)
+    if cached is None:
+        images, kept, unreadable = decode(files, labels, size)
+        unreadable = [str(p.relative_to(root / split)) for p in unreadable]
+        if len(kept):
+            decoded_cache.write(cache_key, images, kept, unreadable)
+    else:
+        images, kept, unreadable = cached
+    if len(unreadable):
+        shown = ", ".join(unreadable[:5]) + (", ..." if len(unreadable) > 5 else "")
+        say(f"note: {len(unreadable)} of {len(files)} files in {root / split} are not readable "
+            f"images and are left out ({shown}); going on with the other {len(kept)}")
+    if not len(kept):
+        raise DataError(f"none of the {len(files)} files in {root / split} is a readable image")
+    return Split(images, kept, names)
+
+
+def decode(files: list, labels: list, size: int) -> tuple:
+    """(uint8 images, int32 labels, the unreadable files): every readable file as a square
+    of side `size`."""
     images, kept, unreadable = [], [], []
     for path, label in zip(files, labels):
         try:
             images.append(imagefiles.square_image(imagefiles.read_image(path), size))
             kept.append(label)
         except imagefiles.ImageError:
-            unreadable.append(path.relative_to(root / split))
-    if unreadable:
-        shown = ", ".join(str(p) for p in unreadable[:5]) + (", ..." if len(unreadable) > 5 else "")
-        say(f"note: {len(unreadable)} of {len(files)} files in {root / split} are not readable "
-            f"images and are left out ({shown}); going on with the other {len(kept)}")
-    if not kept:
-        raise DataError(f"none of the {len(files)} files in {root / split} is a readable image")
-    return Split(np.stack(images), np.asarray(kept, np.int32), names)
+            unreadable.append(path)
+    return (np.stack(images) if images else None), np.asarray(kept, np.int32), unreadable
