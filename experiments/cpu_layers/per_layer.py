@@ -14,25 +14,24 @@ gradient; the first layer's input gradient is counted although a train step skip
 """
 import argparse
 import json
+import pathlib
 import statistics
 import sys
 import time
 
-# (out channels, stride) of the 13 blocks at width 1 (the paper's Table 1), as models/spec.py.
-BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-          (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
+# The network as the peer benchmarks build it (framework-free, so both sides can import it).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "bench"))
+import spec  # noqa: E402
 
 
 def layers(alpha, stem_stride, resolution=32):
     """[(name, kind, in_hw, in_ch, out_ch, stride)] of the network's convs."""
-    width = lambda c: max(1, round(alpha * c))  # noqa: E731
-    out, hw, c = [("stem", "stem", resolution, 3, width(32), stem_stride)], resolution, width(32)
-    hw = -(-hw // stem_stride)
-    for i, (channels, stride) in enumerate(BLOCKS):
-        out.append((f"block{i + 1}.dw", "dw", hw, c, c, stride))
+    c = spec.ch(spec.STEM, alpha)
+    out, hw = [("stem", "stem", resolution, 3, c, stem_stride)], -(-resolution // stem_stride)
+    for i, (cin, cout, stride) in enumerate(spec.blocks(alpha)):
+        out.append((f"block{i + 1}.dw", "dw", hw, cin, cin, stride))
         hw = -(-hw // stride)
-        out.append((f"block{i + 1}.pw", "pw", hw, c, width(channels), 1))
-        c = width(channels)
+        out.append((f"block{i + 1}.pw", "pw", hw, cin, cout, 1))
     return out
 
 

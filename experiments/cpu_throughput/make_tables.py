@@ -25,12 +25,19 @@ def rounds_of(folder, prefix="ours", peers_file="peers.jsonl"):
     return peers, dict(rounds)
 
 
-def best_peer(peers, mode, alpha, key="img_per_s_median"):
-    """{variant label: the record's `key`} of the peers at (mode, alpha)."""
+def case(record):
+    """(mode, alpha, stem stride, batch) of a peer's or our record (stride 2 in records
+    written before the stem stride was recorded)."""
+    return (record.get("mode"), record.get("alpha"), record.get("stem_stride", 2),
+            record.get("batch"))
+
+
+def best_peer(peers, at, key="img_per_s_median"):
+    """{variant label: the record's `key`} of the peers at `at` (a `case`)."""
     found = {}
     for fw, v in PEERS:
         r = [p for p in peers if p.get("framework") == fw and p.get("variant") == v
-             and p.get("mode") == mode and p.get("alpha") == alpha and "error" not in p]
+             and case(p) == at and "error" not in p]
         if r:
             found[(fw, v)] = r[-1][key]
     return found
@@ -41,9 +48,8 @@ def policy(record):
     return record.get("kernels", record.get("depthwise"))
 
 
-def ours_at(ours, mode, alpha, kernels="auto"):
-    r = [x for x in ours if x["mode"] == mode and x["alpha"] == alpha
-         and policy(x) == kernels and "error" not in x]
+def ours_at(ours, at, kernels="auto"):
+    r = [x for x in ours if case(x) == at and policy(x) == kernels and "error" not in x]
     return r[-1] if r else None
 
 
@@ -51,16 +57,13 @@ def before_after(folder, reps, rounds):
     """Rows comparing the code in BEFORE (before_*.json) with ours, per round."""
     _, before = rounds_of(folder, "before")
     rows = []
-    for mode in ("train", "infer"):
-        alphas = sorted({r["alpha"] for rep in reps for r in before.get(rep, ([], []))[1]
-                         if r["mode"] == mode})
-        for a in alphas:
-            pairs = [(ours_at(before[rep][1], mode, a), ours_at(rounds[rep][1], mode, a))
+    for at in sorted({case(r) for rep in reps for r in before.get(rep, ([], []))[1]}):
+            pairs = [(ours_at(before[rep][1], at), ours_at(rounds[rep][1], at))
                      for rep in reps if rep in before]
             pairs = [(b, o) for b, o in pairs if b and o]
             if not pairs:
                 continue
-            rows.append(f"| {mode} | {a} | "
+            rows.append(f"| {' | '.join(str(x) for x in at)} | "
                         + " / ".join(f"{b['img_per_s']:,.0f}" for b, _ in pairs) + " | "
                         + " / ".join(f"{o['img_per_s']:,.0f}" for _, o in pairs) + " | "
                         + " / ".join(f"{o['img_per_s'] / b['img_per_s']:.2f}" for b, o in pairs)
@@ -69,8 +72,8 @@ def before_after(folder, reps, rounds):
     if not rows:
         return []
     return ["\n### Before / after (images/s per round, ours / before)\n",
-            "| mode | α | before | after | after/before | fastest step: after/before |",
-            "|---|---|---|---|---|---|", *rows]
+            "| mode | α | stem | batch | before | after | after/before | "
+            "fastest step: after/before |", "|---|---|---|---|---|---|---|---|", *rows]
 
 
 PEERS = (("torch", "eager+cl"), ("torch", "compile+cl"), ("tf", "tffn"), ("tf", "tob"))
@@ -82,24 +85,23 @@ def versus_peers(all_peers, rounds, reps, ours, how):
     peak = [p for p in all_peers if p.get("mode") == "gemm_peak"]
     out.append(f"### Ours vs best peer, the peers {how} (images/s, median step; "
                 "median over rounds)\n")
-    out.append("| mode | batch | α | PyTorch eager+cl | PyTorch compile+cl | TF tffn | TF tob | "
+    out.append("| mode | α | stem | batch | PyTorch eager+cl | PyTorch compile+cl | TF tffn | TF tob | "
                "best peer | ours (auto) | ours/best | ours/best per round | "
                "fastest step: ours/best per round |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for mode, alphas in (("train", (0.1, 0.25, 1.0)), ("infer", (0.1, 1.0))):
-        for a in alphas:
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for at in sorted({case(r) for rep in reps for r in rounds[rep][1]}, key=str):
             per_variant = collections.defaultdict(list)
             mine, per_round, fastest = [], [], []
             for rep in reps:
-                peers = best_peer(rounds[rep][0], mode, a)
+                peers = best_peer(rounds[rep][0], at)
                 for k, v in peers.items():
                     per_variant[k].append(v)
-                o = ours_at(rounds[rep][1], mode, a)
+                o = ours_at(rounds[rep][1], at)
                 if o and peers:
                     mine.append(o["img_per_s"])
                     per_round.append(o["img_per_s"] / max(peers.values()))
                     # The fastest step of each side: far steadier on this VM than the median.
-                    mins = best_peer(rounds[rep][0], mode, a, "min_step_s")
+                    mins = best_peer(rounds[rep][0], at, "min_step_s")
                     fastest.append(min(mins.values()) / o["min_step_s"])
             if not per_variant and not mine:
                 continue  # a sitting of the other mode only
@@ -107,8 +109,7 @@ def versus_peers(all_peers, rounds, reps, ours, how):
                      for k in PEERS]
             best = max((statistics.median(v) for v in per_variant.values()), default=float("nan"))
             me = statistics.median(mine) if mine else float("nan")
-            o = ours_at(ours, mode, a)
-            out.append(f"| {mode} | {o['batch'] if o else ''} | {a} | " + " | ".join(cells) +
+            out.append(f"| {' | '.join(str(x) for x in at)} | " + " | ".join(cells) +
                        f" | {best:,.0f} | {me:,.0f} | {me / best:.2f} | "
                        + " / ".join(f"{x:.2f}" for x in per_round) + " | "
                        + " / ".join(f"{x:.2f}" for x in fastest) + " |")
@@ -136,26 +137,26 @@ def main(folder):
     if impls:  # round 1 timed more policies than auto
         out.append(f"\n### Kernel policies (ours, round {reps[0]}, images/s; ratio vs "
                    f"'{reference}')\n")
-        out.append("| mode | α | " + " | ".join(impls) + f" | best/{reference} |")
-        out.append("|---|---|" + "---|" * (len(impls) + 1))
-        for mode in ("train", "infer"):
-            for a in sorted({r["alpha"] for r in ours if r["mode"] == mode}):
-                vals = {impl: (ours_at(ours, mode, a, impl) or {}).get("img_per_s", float("nan"))
-                        for impl in impls}
-                best = max(v for v in vals.values())
-                out.append(f"| {mode} | {a} | " + " | ".join(f"{vals[i]:,.0f}" for i in impls) +
-                           f" | {best / vals.get(reference, float('nan')):.1f}x |")
+        out.append("| mode | α | stem | batch | " + " | ".join(impls) + f" | best/{reference} |")
+        out.append("|---|---|---|---|" + "---|" * (len(impls) + 1))
+        for at in sorted({case(r) for r in ours}, key=str):
+            vals = {impl: (ours_at(ours, at, impl) or {}).get("img_per_s", float("nan"))
+                    for impl in impls}
+            best = max(v for v in vals.values())
+            out.append(f"| {' | '.join(str(x) for x in at)} | "
+                       + " | ".join(f"{vals[i]:,.0f}" for i in impls) +
+                       f" | {best / vals.get(reference, float('nan')):.1f}x |")
     out.append(f"\n### Ours in detail (auto, round {reps[0]})\n")
-    out.append("| mode | α | img/s | step ms | GFLOP/s | % of jnp matmul peak | compile s | "
+    out.append("| mode | α | stem | batch | img/s | step ms | GFLOP/s | % of jnp matmul peak | compile s | "
                "input pipeline % of step (device + host) |")
-    out.append("|---|---|---|---|---|---|---|---|")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in ours:
         if policy(r) != "auto" or "error" in r:
             continue
         p = r.get("pipeline") or {}
         pipe = (f"{p['input_pct_of_step']:.1f} ({p['device_input_pct_of_step']:.1f} + "
                 f"{p['host_batch_pct_of_step']:.1f})" if "input_pct_of_step" in p else "–")
-        out.append(f"| {r['mode']} | {r['alpha']} | {r['img_per_s']:,.0f} | "
+        out.append(f"| {' | '.join(str(x) for x in case(r))} | {r['img_per_s']:,.0f} | "
                    f"{1000 * r['median_step_s']:.1f} | {r['gflops']:.1f} | "
                    f"{r['pct_of_peak']:.1f} | {r['compile_s']:.1f} | {pipe} |")
     out.extend(before_after(folder, reps, rounds))
