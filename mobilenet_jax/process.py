@@ -172,8 +172,8 @@ def keep_freed_memory(step_bytes: int = 0) -> bool:
     `step_bytes`: the expected size of a step's temporary buffer. Past a thread arena's heap,
     every thread allocates from the main arena instead, whose heap grows without that limit:
     faster for large steps, but the shared lock makes small ones slower (experiments/
-    host_memory). Call it before JAX starts its backend: a thread keeps the arena it first
-    allocated from. `models.memory.estimated_step_bytes` estimates the step's buffer.
+    host_memory). Call it before any thread starts (JAX's backend, reading data): a thread
+    keeps the arena it first allocated from, and glibc fixes how many there are then. `models.memory.estimated_step_bytes` estimates the step's buffer.
     """
     if not sys.platform.startswith("linux"):
         return False
