@@ -1,4 +1,5 @@
-"""mobilenet_jax: MobileNet v1 (Howard et al. 2017) in JAX/Flax, trained on CIFAR-100.
+"""mobilenet_jax: MobileNet v1 (Howard et al. 2017) in JAX/Flax, trained on CIFAR-100 by
+default, or on any TFDS image dataset or image folder.
 
 Pure functions for reuse from other JAX code (no hidden state; fine under jit, grad, vmap):
 

@@ -1,4 +1,4 @@
-"""Train MobileNet v1 on CIFAR-100.
+"""Train MobileNet v1 on CIFAR-100 (the default), another TFDS dataset or an image folder.
 
     python -m mobilenet_jax.train --alpha 0.1 --workdir runs/a
 

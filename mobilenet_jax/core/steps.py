@@ -198,7 +198,8 @@ def forward_quantization(config: StepsConfig) -> tuple[Callable, Callable]:
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: StepsConfig,
                schedule: optax.Schedule):
-    """One SGD step. Returns the new state and the batch's summed metrics (and the lr)."""
+    """One optimizer step (`config.optimizer`). Returns the new state and the batch's summed
+    metrics (and the lr)."""
     rng = jax.random.fold_in(rng, state.step)
     augment_rng, dropout_rng = jax.random.split(rng)
     images, targets = train_inputs(batch, augment_rng, config)

@@ -1,1 +1,3 @@
-"""Input: datasets as in-memory uint8 splits, their batches, and on-device augmentation."""
+"""Input: TFDS datasets and image folders (`sources` picks), held in memory as uint8 splits
+(`arrays`) or streamed with grain (`streaming`), their batches and prefetching, and
+augmentation (`augment`, `mixing`)."""

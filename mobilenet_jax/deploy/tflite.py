@@ -5,8 +5,9 @@ every conv, depthwise through feature_group_count), which jax2tf lowers to TFLit
 and DEPTHWISE_CONV_2D; the `cpu` formulation's 1x1 convs as rank-4 matmuls do not convert.
 Parameters are the same for every formulation, so every checkpoint converts.
 
-A model takes one standardised image, float32 (1, resolution, resolution, 3) — int8 for the
-quantised model, with the scale and zero point stored in it — and returns the logits.
+A model takes a fixed batch of standardised images (`batch`, 1 unless export's `--batch N`),
+float32 (batch, resolution, resolution, 3) — int8 for the quantised model, with the scale and
+zero point stored in it — and returns their logits.
 """
 import contextlib
 from typing import Callable, ContextManager, Iterable, Optional
