@@ -18,7 +18,7 @@ for rep in $(seq 1 $REPS); do
   for a in $ALPHAS; do for s in $STEMS; do for v in $VARIANTS; do
     name=${v%%=*}; spec=${v#*=}; dir=${spec%%@*}; flags=""
     [[ $spec == *@* ]] && flags=${spec#*@}
-    json=$PWD/$OUT/${name}_r${rep}_a${a}_s${s}.json
+    json=$(realpath -m --relative-to=$dir $OUT)/${name}_r${rep}_a${a}_s${s}.json
     (cd $dir && PYTHONPATH=$PWD XLA_FLAGS="$flags" $PY -m mobilenet_jax.benchmark --alphas $a \
       --stem-stride $s --batch-size $BATCHES --mode train --compile-cache off --min-time 3 \
       --json $json > /dev/null)
