@@ -7,7 +7,7 @@ import jax
 import jax._src.monitoring
 
 from mobilenet_jax.benchmarks.timing import counting_cache_hits, time_steps
-from tests.conftest import REPO, run
+from helpers import REPO, run
 
 
 def test_benchmark_smoke_writes_json(tmp_path):

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import chex
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -217,8 +218,7 @@ def test_checkpoint_with_a_depthwise_config_restores(step_one, tmp_path, depthwi
     restored = restore(tmp_path / "checkpoints" / "1")
     state, config = restored.state, restored.config
     assert config.kernels == kernels and config.width_multiplier == CONFIG.width_multiplier
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(make_state().params)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    chex.assert_trees_all_equal(state.params, make_state().params)
 
 
 def test_read_config_starts_no_backend(step_one):

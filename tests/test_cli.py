@@ -11,7 +11,7 @@ import pytest
 
 from mobilenet_jax.core import checkpoint as ckpt_lib
 from mobilenet_jax.core.restore import restore
-from conftest import MIN_TEST_TOP1, assert_one_line_error, run, run_in_one_process
+from helpers import MIN_TEST_TOP1, assert_one_line_error, run, run_in_one_process
 
 
 def test_train_then_evaluate_latest_beats_chance(trained_run):
@@ -169,7 +169,7 @@ def small_filesystem(tmp_path):
 
 
 def _disk_full_args(workdir, data_dir, *flags):
-    # conftest.tiny_config's run: the compilation cache may hold its steps already
+    # helpers.tiny_config's run: the compilation cache may hold its steps already
     return ["mobilenet_jax.train", "--alpha", "0.1", "--batch-size", "32", "--split",
             "train[:10%]", "--epochs", "2", "--keep", "2", "--precise-bn-batches", "2",
             "--data-dir", data_dir, "--offline", "--no-progress", "--workdir", str(workdir),

@@ -5,7 +5,7 @@ import os
 import jax
 import pytest
 
-from conftest import assert_one_line_error, run, xla_flags
+from helpers import assert_one_line_error, run, xla_flags
 from mobilenet_jax import process
 
 HIT = "Persistent compilation cache hit for 'jit_eval_step'"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, run
+from helpers import assert_one_line_error, run
 from mobilenet_jax import Config
 from mobilenet_jax.core import steps
 from mobilenet_jax.data import from_tfds

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_the_gpu_script_runs_every_part_and_writes_its_results(folder, tmp_path):

@@ -13,7 +13,7 @@ from mobilenet_jax.benchmarks.throughput import synthetic_batch
 from mobilenet_jax.core import steps
 from mobilenet_jax.core.parallel import Devices
 from mobilenet_jax.models.memory import estimated_step_bytes
-from tests.conftest import optimized
+from helpers import optimized
 
 # Allocate SIZE, touch every page, free it, allocate again and touch again (in a new thread
 # when asked, as XLA's workers do); print the minor page faults of the second round. 64 MiB is

@@ -15,7 +15,7 @@ import jax
 from mobilenet_jax import Config
 from mobilenet_jax.core import checkpoint, steps
 from mobilenet_jax.core.parallel import Devices
-from tests.conftest import REPO
+from helpers import REPO
 
 PACKAGE = REPO / "mobilenet_jax"
 COMMANDS = {"train", "evaluate", "predict", "export", "benchmark", "plot", "summary"}

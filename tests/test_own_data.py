@@ -4,12 +4,13 @@ import importlib.util
 import json
 import os
 
+import chex
 import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, REPO, assert_one_line_error, run, run_in_one_process, train
+from helpers import CLASSES, REPO, assert_one_line_error, run, run_in_one_process, train
 from mobilenet_jax import Config
 from mobilenet_jax.data import arrays, from_folder, from_tfds
 from mobilenet_jax.core import checkpoint as ckpt_lib
@@ -92,8 +93,7 @@ def test_finetune_from_a_subset_checkpoint(trained_run, folder, tmp_path):
         for module in old:
             if module == "classifier":
                 continue
-            for a, b in zip(jax.tree.leaves(new[module]), jax.tree.leaves(old[module])):
-                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+            chex.assert_trees_all_equal(new[module], old[module])
     assert state.params["classifier"]["kernel"].shape[-1] == 3
     # Resuming the fine-tune run resumes it, not the source.
     again = run(["mobilenet_jax.train", "--workdir", str(workdir), "--epochs", "2",

@@ -16,7 +16,7 @@ import pytest
 
 from mobilenet_jax.core import steps
 from mobilenet_jax.core.restore import restore
-from tests.conftest import REPO, finished, run, start_in_one_process, xla_flags
+from helpers import REPO, finished, run, start_in_one_process, xla_flags
 
 COMPARE_STEPS = REPO / "experiments" / "device_count" / "compare_steps.py"
 # Its measure of how far two results of a step differ (`relative_difference`) is the tests'.

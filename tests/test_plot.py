@@ -1,7 +1,7 @@
 """plot: training curves of one run or several, from their metrics.jsonl and config.json."""
 import json
 
-from conftest import assert_one_line_error, run, tiny_config, train
+from helpers import assert_one_line_error, run, tiny_config, train
 from mobilenet_jax.training import curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

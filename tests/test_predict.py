@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, run
+from helpers import assert_one_line_error, run
 from numerics import gamma
 from mobilenet_jax.core import checkpoint as ckpt_lib
 from mobilenet_jax.data import from_tfds

@@ -4,6 +4,7 @@ A step against the formula it implements runs in float64 (tests/numerics.py); th
 checks of a few float32 operations keep pytest.approx's 1e-6, 8 float32 ulps."""
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -236,12 +237,10 @@ def test_batch_statistics_are_the_batch_moments_and_only_evaluation_reads_them()
                                          schedule=training.schedule))
         after, _ = step(with_stats, batch, jax.random.key(2))
         after_initial, _ = step(state, batch, jax.random.key(2))
-    for a, b in zip(jax.tree.leaves(after.precise_batch_stats), jax.tree.leaves(stats)):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(jax.tree.leaves((after.params, after.batch_stats, after.opt_state, after.ema)),
-                    jax.tree.leaves((after_initial.params, after_initial.batch_stats,
-                                     after_initial.opt_state, after_initial.ema))):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(after.precise_batch_stats, stats)
+    chex.assert_trees_all_equal((after.params, after.batch_stats, after.opt_state, after.ema),
+                                (after_initial.params, after_initial.batch_stats,
+                                 after_initial.opt_state, after_initial.ema))
     frozen = steps.build(config.replace(freeze_backbone=True))
     assert jax.eval_shape(frozen.init_state, jax.random.key(0)).precise_batch_stats is None
 

@@ -9,12 +9,13 @@ import subprocess
 import sys
 import time
 
+import chex
 import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, run, tiny_config, train
+from helpers import CLASSES, run, tiny_config, train
 from mobilenet_jax import process
 from mobilenet_jax.core.restore import restore
 from mobilenet_jax.data import arrays, from_folder, from_tfds, images, streaming
@@ -116,9 +117,7 @@ def test_the_subset_streams_as_array_records_and_trains_as_in_memory(subset_arra
         results[input] = restore(tmp_path / input / "checkpoints" / "8").state
     assert isinstance(from_tfds.load("cifar100", "test", subset_array_record_dir, True,
                                      input="stream"), streaming.StreamedSplit)
-    for x, y in zip(jax.tree.leaves(results["memory"].params),
-                    jax.tree.leaves(results["stream"].params), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    chex.assert_trees_all_equal(results["memory"].params, results["stream"].params)
 
 
 def test_auto_streams_what_does_not_fit(folder, tmp_path, monkeypatch):
@@ -186,9 +185,8 @@ def test_a_streamed_run_killed_at_a_random_moment_resumes_bit_identically(folder
         time.sleep(0.1)
     assert not left, [pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in left]
     a, b = (restore(tmp_path / w / "checkpoints" / "30").state for w in ("killed", "straight"))
-    for x, y in zip(jax.tree.leaves((a.params, a.opt_state, a.precise_batch_stats)),
-                    jax.tree.leaves((b.params, b.opt_state, b.precise_batch_stats)), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    chex.assert_trees_all_equal((a.params, a.opt_state, a.precise_batch_stats),
+                                (b.params, b.opt_state, b.precise_batch_stats))
 
 
 def children(pid: int) -> list[int]:

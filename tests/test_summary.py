@@ -4,7 +4,7 @@ import pytest
 
 from mobilenet_jax.models.mobilenet import MobileNetV1
 from mobilenet_jax.models.summary import summarize, totals
-from tests.conftest import REPO, run
+from helpers import REPO, run
 
 
 def counts(**kwargs):

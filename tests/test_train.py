@@ -4,12 +4,13 @@ import collections
 import os
 import pathlib
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config, train
+from helpers import tiny_config, train
 from mobilenet_jax import Config
 from mobilenet_jax.core import parallel, steps
 from mobilenet_jax.training import loop, plan
@@ -99,9 +100,8 @@ def test_resume_falls_back_past_a_corrupt_newest_checkpoint(subset_dir, tmp_path
     assert "resuming" in out and "from step 8" in out
     assert (b / "checkpoints" / "12.corrupt").is_dir()
     (sa, _), (sb, _) = restored(a, 16), restored(b, 16)
-    for x, y in zip(jax.tree.leaves((sa.params, sa.batch_stats, sa.opt_state)),
-                    jax.tree.leaves((sb.params, sb.batch_stats, sb.opt_state))):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    chex.assert_trees_all_equal((sa.params, sa.batch_stats, sa.opt_state),
+                                (sb.params, sb.batch_stats, sb.opt_state))
 
 
 def test_max_steps_applies_to_the_invocation_that_passes_it(subset_dir, tmp_path, capsys):
@@ -126,7 +126,7 @@ def test_a_run_records_its_class_names_and_keeps_them(subset_dir, tmp_path):
 
 
 def test_a_preset_gives_its_values_and_given_flags_win(folder, tmp_path):
-    from conftest import CLASSES, run
+    from helpers import CLASSES, run
     from mobilenet_jax.config import PRESETS, load_json
     result = run(["mobilenet_jax.train", "--preset", "imagenet", "--image-folder", str(folder),
                   "--num-classes", str(len(CLASSES)), "--resolution", "32", "--alpha", "0.1",
