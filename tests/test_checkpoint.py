@@ -103,8 +103,6 @@ def test_restore_round_trips_the_state(tmp_path, written_by):
         assert set(stored) == {np.asarray(a).dtype.name for a in jax.tree.leaves(saved)}
     else:
         save_per_array(tmp_path / "checkpoints", make_state(), 4, "device" in written_by)
-    assert (tmp_path / "checkpoints" / "4" / "state" / "_sharding").exists() == (
-        "device" in written_by)
     restored = restore(tmp_path / "checkpoints" / "4")
     state, config, position = restored.state, restored.config, restored.position
     assert config == CONFIG and position["step"] == 4 and int(state.step) == 4
@@ -427,6 +425,7 @@ def in_flight(*args):  # the background write holds here until the process is ki
 async def in_flight_async(*args, **kwargs):
     in_flight()
 if stage == "orbax":  # writing the JSON items into the uncommitted step
+    # Only a hook inside orbax can hold its write at this stage: its JSON handler's save.
     ocp.JsonCheckpointHandler.async_save = in_flight_async
 else:
     checkpoint.write_manifest = in_flight  # committed by orbax, no manifest yet

@@ -38,7 +38,7 @@ def test_one_run_two_panels_with_train_and_validation(tmp_path):
         assert set(lines) == {"train", "val"}
         assert list(lines["val"].get_ydata()) == [r[f"val_{key}"] for r in epochs]
         assert list(lines["train"].get_xdata()) == [1, 2, 3]
-    assert "α=0.25" in fig._suptitle.get_text() and "data=cifar100" in fig._suptitle.get_text()
+    assert "α=0.25" in fig.get_suptitle() and "data=cifar100" in fig.get_suptitle()
     curves.save(fig, tmp_path / "a.png")
     width, height = png_size(tmp_path / "a.png")
     assert width > 800 and height > 300
