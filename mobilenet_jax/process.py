@@ -173,7 +173,8 @@ def keep_freed_memory(step_bytes: int = 0) -> bool:
     every thread allocates from the main arena instead, whose heap grows without that limit:
     faster for large steps, but the shared lock makes small ones slower (experiments/
     host_memory). Call it before any thread starts (JAX's backend, reading data): a thread
-    keeps the arena it first allocated from, and glibc fixes how many there are then. `models.memory.estimated_step_bytes` estimates the step's buffer.
+    keeps the arena it first allocated from. `models.memory.estimated_step_bytes` estimates
+    the step's buffer.
     """
     if not sys.platform.startswith("linux"):
         return False

@@ -36,8 +36,8 @@ def main(argv=None):
         parallel.maybe_initialize_distributed(config.distributed)
         pathlib.Path(config.workdir).mkdir(parents=True, exist_ok=True)
         started = plan.run_config(given)
-        # Before reading data starts any thread: glibc fixes its arena count at the first
-        # thread's first allocation.
+        # Before reading data starts any thread: a thread keeps the arena it first
+        # allocated from (experiments/host_memory).
         process.keep_freed_memory(estimated_step_bytes(started[0], started[0].batch_size))
         run = plan.resolve(given, num_classes_from_data="num_classes" not in given,
                            started=started)
