@@ -7,7 +7,7 @@
 # ALLOC_PEERS=1 (the default) runs the peers a second time in every round with the allocator
 # settings ours uses (GLIBC_TUNABLES, into $OUT/peers_alloc.jsonl); ALLOC_PEERS=0 skips that.
 # BEFORE=DIR (another checkout, e.g. `git worktree add ../before <commit>`) times that code
-# right before ours in every round, with BEFORE_FLAGS (default: --depthwise auto).
+# right before ours in every round, with BEFORE_FLAGS added to its flags (default: none).
 # STEMS (default "1 2": the CIFAR stem and the paper's) and BATCHES (train, default "64 128")
 # multiply the train cases; inference runs at stride 2, batch 1024.
 # Ours runs one process per alpha, stem and mode, as a user's run would: the allocator is set
@@ -25,7 +25,7 @@ BATCHES=${BATCHES:-64 128}
 ALLOC_PEERS=${ALLOC_PEERS:-1}
 # What mobilenet_jax/process.py sets for every step (for steps past 64 MiB it adds one arena).
 ALLOC=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647
-BEFORE_FLAGS=${BEFORE_FLAGS:---depthwise auto}
+BEFORE_FLAGS=${BEFORE_FLAGS:-}
 mkdir -p $OUT
 B=../shared/bench
 PY=$PWD/.venv/bin/python
