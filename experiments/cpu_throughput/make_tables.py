@@ -32,6 +32,11 @@ def case(record):
             record.get("batch"))
 
 
+def head(at) -> str:
+    """A `case` as the first cells of a table row."""
+    return " | ".join(str(x) for x in at)
+
+
 def best_peer(peers, at, key="img_per_s_median"):
     """{variant label: the record's `key`} of the peers at `at` (a `case`)."""
     found = {}
@@ -57,18 +62,19 @@ def before_after(folder, reps, rounds):
     """Rows comparing the code in BEFORE (before_*.json) with ours, per round."""
     _, before = rounds_of(folder, "before")
     rows = []
-    for at in sorted({case(r) for rep in reps for r in before.get(rep, ([], []))[1]}):
-            pairs = [(ours_at(before[rep][1], at), ours_at(rounds[rep][1], at))
-                     for rep in reps if rep in before]
-            pairs = [(b, o) for b, o in pairs if b and o]
-            if not pairs:
-                continue
-            rows.append(f"| {' | '.join(str(x) for x in at)} | "
-                        + " / ".join(f"{b['img_per_s']:,.0f}" for b, _ in pairs) + " | "
-                        + " / ".join(f"{o['img_per_s']:,.0f}" for _, o in pairs) + " | "
-                        + " / ".join(f"{o['img_per_s'] / b['img_per_s']:.2f}" for b, o in pairs)
-                        + " | " + " / ".join(f"{b['min_step_s'] / o['min_step_s']:.2f}"
-                                             for b, o in pairs) + " |")
+    for at in sorted({case(r) for rep in reps for r in before.get(rep, ([], []))[1]},
+                    key=str):
+        pairs = [(ours_at(before[rep][1], at), ours_at(rounds[rep][1], at))
+                 for rep in reps if rep in before]
+        pairs = [(b, o) for b, o in pairs if b and o]
+        if not pairs:
+            continue
+        rows.append(f"| {head(at)} | "
+                    + " / ".join(f"{b['img_per_s']:,.0f}" for b, _ in pairs) + " | "
+                    + " / ".join(f"{o['img_per_s']:,.0f}" for _, o in pairs) + " | "
+                    + " / ".join(f"{o['img_per_s'] / b['img_per_s']:.2f}" for b, o in pairs)
+                    + " | " + " / ".join(f"{b['min_step_s'] / o['min_step_s']:.2f}"
+                                         for b, o in pairs) + " |")
     if not rows:
         return []
     return ["\n### Before / after (images/s per round, ours / before)\n",
@@ -85,34 +91,34 @@ def versus_peers(all_peers, rounds, reps, ours, how):
     peak = [p for p in all_peers if p.get("mode") == "gemm_peak"]
     out.append(f"### Ours vs best peer, the peers {how} (images/s, median step; "
                 "median over rounds)\n")
-    out.append("| mode | α | stem | batch | PyTorch eager+cl | PyTorch compile+cl | TF tffn | TF tob | "
-               "best peer | ours (auto) | ours/best | ours/best per round | "
+    out.append("| mode | α | stem | batch | PyTorch eager+cl | PyTorch compile+cl | TF tffn | "
+               "TF tob | best peer | ours (auto) | ours/best | ours/best per round | "
                "fastest step: ours/best per round |")
     out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for at in sorted({case(r) for rep in reps for r in rounds[rep][1]}, key=str):
-            per_variant = collections.defaultdict(list)
-            mine, per_round, fastest = [], [], []
-            for rep in reps:
-                peers = best_peer(rounds[rep][0], at)
-                for k, v in peers.items():
-                    per_variant[k].append(v)
-                o = ours_at(rounds[rep][1], at)
-                if o and peers:
-                    mine.append(o["img_per_s"])
-                    per_round.append(o["img_per_s"] / max(peers.values()))
-                    # The fastest step of each side: far steadier on this VM than the median.
-                    mins = best_peer(rounds[rep][0], at, "min_step_s")
-                    fastest.append(min(mins.values()) / o["min_step_s"])
-            if not per_variant and not mine:
-                continue  # a sitting of the other mode only
-            cells = [f"{statistics.median(per_variant[k]):,.0f}" if k in per_variant else "–"
-                     for k in PEERS]
-            best = max((statistics.median(v) for v in per_variant.values()), default=float("nan"))
-            me = statistics.median(mine) if mine else float("nan")
-            out.append(f"| {' | '.join(str(x) for x in at)} | " + " | ".join(cells) +
-                       f" | {best:,.0f} | {me:,.0f} | {me / best:.2f} | "
-                       + " / ".join(f"{x:.2f}" for x in per_round) + " | "
-                       + " / ".join(f"{x:.2f}" for x in fastest) + " |")
+        per_variant = collections.defaultdict(list)
+        mine, per_round, fastest = [], [], []
+        for rep in reps:
+            peers = best_peer(rounds[rep][0], at)
+            for k, v in peers.items():
+                per_variant[k].append(v)
+            o = ours_at(rounds[rep][1], at)
+            if o and peers:
+                mine.append(o["img_per_s"])
+                per_round.append(o["img_per_s"] / max(peers.values()))
+                # The fastest step of each side: far steadier on this VM than the median.
+                mins = best_peer(rounds[rep][0], at, "min_step_s")
+                fastest.append(min(mins.values()) / o["min_step_s"])
+        if not per_variant and not mine:
+            continue  # a sitting of the other mode only
+        cells = [f"{statistics.median(per_variant[k]):,.0f}" if k in per_variant else "–"
+                 for k in PEERS]
+        best = max((statistics.median(v) for v in per_variant.values()), default=float("nan"))
+        me = statistics.median(mine) if mine else float("nan")
+        out.append(f"| {head(at)} | " + " | ".join(cells) +
+                   f" | {best:,.0f} | {me:,.0f} | {me / best:.2f} | "
+                   + " / ".join(f"{x:.2f}" for x in per_round) + " | "
+                   + " / ".join(f"{x:.2f}" for x in fastest) + " |")
     if peak:
         out.append(f"\nPyTorch 2048³ float32 matmul in the same sitting: "
                    f"{peak[-1]['gflops_median']:.0f} GFLOP/s (median).")
@@ -143,12 +149,12 @@ def main(folder):
             vals = {impl: (ours_at(ours, at, impl) or {}).get("img_per_s", float("nan"))
                     for impl in impls}
             best = max(v for v in vals.values())
-            out.append(f"| {' | '.join(str(x) for x in at)} | "
+            out.append(f"| {head(at)} | "
                        + " | ".join(f"{vals[i]:,.0f}" for i in impls) +
                        f" | {best / vals.get(reference, float('nan')):.1f}x |")
     out.append(f"\n### Ours in detail (auto, round {reps[0]})\n")
-    out.append("| mode | α | stem | batch | img/s | step ms | GFLOP/s | % of jnp matmul peak | compile s | "
-               "input pipeline % of step (device + host) |")
+    out.append("| mode | α | stem | batch | img/s | step ms | GFLOP/s | % of jnp matmul peak | "
+               "compile s | input pipeline % of step (device + host) |")
     out.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in ours:
         if policy(r) != "auto" or "error" in r:
@@ -156,7 +162,7 @@ def main(folder):
         p = r.get("pipeline") or {}
         pipe = (f"{p['input_pct_of_step']:.1f} ({p['device_input_pct_of_step']:.1f} + "
                 f"{p['host_batch_pct_of_step']:.1f})" if "input_pct_of_step" in p else "–")
-        out.append(f"| {' | '.join(str(x) for x in case(r))} | {r['img_per_s']:,.0f} | "
+        out.append(f"| {head(case(r))} | {r['img_per_s']:,.0f} | "
                    f"{1000 * r['median_step_s']:.1f} | {r['gflops']:.1f} | "
                    f"{r['pct_of_peak']:.1f} | {r['compile_s']:.1f} | {pipe} |")
     out.extend(before_after(folder, reps, rounds))
