@@ -37,9 +37,10 @@ def load(name: str, split: str, data_dir: Optional[str] = None, offline: bool = 
     import tensorflow_datasets as tfds  # imported here: only reading a TFDS dataset needs it
 
     where = resolve_data_dir(data_dir)
-    random_access = _prepared_as_array_record(tfds, name, where)
+    builder = _builder(tfds, name, where)
+    random_access = _prepared_as_array_record(tfds, builder)
     if not (random_access or offline):
-        _check_download_hosts(tfds, name, where)
+        _check_download_hosts(builder, name, where)
     if not random_access:
         _tensorflow_for_tfds(name, where)
     try:
@@ -95,25 +96,33 @@ def load(name: str, split: str, data_dir: Optional[str] = None, offline: bool = 
                  tuple(info.features[label_key].names))
 
 
-def _prepared_as_array_record(tfds, name: str, where: str) -> bool:
-    """Whether `where` holds `name` prepared as ArrayRecord (tfds reads its metadata without
-    TensorFlow); anything else, unknown names included, goes through `tfds.load`."""
+def _builder(tfds, name: str, where: str):
+    """tfds's builder of `name` in `where` (it reads the metadata without TensorFlow), or None
+    where tfds cannot make one: `tfds.load` then reports what is wrong with the name or dir."""
     try:
-        file_format = tfds.builder(name, data_dir=where).info.file_format
-    except Exception:  # noqa: BLE001 - tfds.load reports what is wrong with the name or dir
+        return tfds.builder(name, data_dir=where)
+    except Exception:  # noqa: BLE001 - tfds raises many kinds
+        return None
+
+
+def _prepared_as_array_record(tfds, builder) -> bool:
+    """Whether `builder`'s dataset is prepared as ArrayRecord; anything else goes through
+    `tfds.load`."""
+    try:
+        file_format = builder.info.file_format
+    except Exception:  # noqa: BLE001 - no builder, or metadata tfds cannot read
         return False
     return file_format == tfds.core.file_adapters.FileFormat.ARRAY_RECORD
 
 
-def _check_download_hosts(tfds, name: str, where: str, timeout_s: float = 5.0) -> None:
+def _check_download_hosts(builder, name: str, where: str, timeout_s: float = 5.0) -> None:
     """Where `name` is not prepared in `where`, tfds would download it, retrying for minutes
     when there is no network: say so at once if a host it downloads from cannot be resolved."""
     try:
-        builder = tfds.builder(name, data_dir=where)
-        if builder.is_prepared():
+        if builder is None or builder.is_prepared():
             return
         hosts = sorted({urllib.parse.urlparse(url).hostname for url in builder.url_infos or {}})
-    except Exception:  # noqa: BLE001 - unknown names and the like: tfds.load says what is wrong
+    except Exception:  # noqa: BLE001 - tfds.load says what is wrong
         return
     for host in filter(None, hosts):
         resolving = concurrent.futures.ThreadPoolExecutor(1)
