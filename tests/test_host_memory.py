@@ -115,7 +115,7 @@ def test_step_buffer_estimate_starts_no_backend():
 COMMAND_PROBE = """
 import os, sys
 from jax._src import xla_bridge
-from mobilenet_jax import benchmark, evaluate, process, train
+from mobilenet_jax import benchmark, process, train
 threads = len(os.listdir("/proc/self/task"))
 def probe(step_bytes=0):
     print(len(os.listdir("/proc/self/task")) - threads, bool(xla_bridge._backends), step_bytes > 0)
@@ -128,8 +128,8 @@ process.keep_freed_memory = probe
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
 @pytest.mark.parametrize("command", ["benchmark", "train"])
 def test_commands_set_the_allocator_before_any_thread_starts(command, subset_dir, tmp_path):
-    """glibc fixes its arena count at a new thread's first allocation, and XLA's, tfds's and
-    grain's threads start with the backend or the data: the allocator must come first."""
+    """A thread keeps the glibc arena it first allocated from, and XLA's, tfds's and grain's
+    threads start with the backend or the data: the allocator must come first."""
     args = {"benchmark": ["--alphas", "1.0", "--stem-stride", "1", "--mode", "train",
                           "--compile-cache", "off"],
             "train": ["--data-dir", str(subset_dir), "--workdir", str(tmp_path / "run"),
