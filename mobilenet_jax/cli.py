@@ -58,6 +58,20 @@ def add_compile_cache_flag(parser: argparse.ArgumentParser, default=None) -> Non
                                               "~/.cache/mobilenet_jax/jax") + ")")
 
 
+def add_checkpoint_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """--ckpt PATH or --pretrained NAME: the model a command runs (`checkpoint_arg`)."""
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument("--ckpt", help="run workdir, checkpoints dir, latest, or step dir")
+    group.add_argument("--pretrained", metavar="NAME", help="a model that ships with the "
+                       "package instead (cifar10); the same as --ckpt pretrained:NAME")
+
+
+def checkpoint_arg(args: argparse.Namespace) -> typing.Optional[str]:
+    """The checkpoint path of `add_checkpoint_flags`' flags (None where neither was given)."""
+    from mobilenet_jax.core import checkpoint  # not at import: it loads JAX and orbax
+    return checkpoint.PRETRAINED + args.pretrained if args.pretrained else args.ckpt
+
+
 def given_flags(args: argparse.Namespace, names=None) -> dict:
     """The Config fields given on the command line (flags added with `all_optional`)."""
     return {k: v for k, v in vars(args).items()

@@ -1,9 +1,12 @@
 """Evaluate a checkpoint: top-1, top-5, mean loss (and per-class accuracy).
 
     python -m mobilenet_jax.evaluate --ckpt checkpoints/latest
+    python -m mobilenet_jax.evaluate --pretrained cifar10 --image-folder cifar10-jpeg
 
---ckpt takes a run workdir, its checkpoints/ dir, `latest` or one step's dir. The model is
-rebuilt from the config stored in the checkpoint; model flags, when given, must match it.
+--ckpt takes a run workdir, its checkpoints/ dir, `latest` or one step's dir; --pretrained a
+model that ships with the package. The model is rebuilt from the config stored in the
+checkpoint; model flags, when given, must match it. The data is the checkpoint's run's,
+unless --image-folder names a folder of the same classes.
 """
 import json
 
@@ -19,12 +22,12 @@ from mobilenet_jax.models.memory import estimated_step_bytes
 def main(argv=None):
     process.start_command()
     parser = cli.parser("mobilenet_jax.evaluate", __doc__)
-    parser.add_argument("--ckpt", required=True, help="run workdir, checkpoints dir, latest, or step dir")
+    cli.add_checkpoint_flags(parser)
     parser.add_argument("--split", default="test", help="TFDS split expression (default: test)")
     parser.add_argument("--batch-size", type=int, default=1000, help="default: 1000")
     parser.add_argument("--per-class", action="store_true", help="print per-class accuracy")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    cli.add_config_flags(parser, names=("data_dir", "offline", "input") + MODEL_FLAGS, all_optional=True)
+    cli.add_config_flags(parser, names=("data_dir", "offline", "input", "image_folder") + MODEL_FLAGS, all_optional=True)
     cli.add_compile_cache_flag(parser)
     args = parser.parse_args(argv)
     overrides = cli.given_flags(args, MODEL_FLAGS)
@@ -32,12 +35,12 @@ def main(argv=None):
         process.use_compile_cache(args.compile_cache)
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-        step_dir = ckpt_lib.resolve(args.ckpt)
+        step_dir = ckpt_lib.resolve(cli.checkpoint_arg(args))
         # Before JAX starts: the allocator is set from the size of an eval step.
         process.keep_freed_memory(estimated_step_bytes(
             checkpoint_config(step_dir, overrides), args.batch_size, train=False))
         result = evaluate(step_dir, args.split, args.data_dir, bool(args.offline),
-                          args.batch_size, overrides, args.input)
+                          args.batch_size, overrides, args.input, args.image_folder)
     except (ValueError, DataError, ckpt_lib.CheckpointError) as e:
         cli.fail(str(e))
     print(f"{result['checkpoint']} (step {result['step']}), split {result['split']}: "

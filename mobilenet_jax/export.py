@@ -4,13 +4,14 @@ exported models against the checkpoint.
 
     python -m mobilenet_jax.export --ckpt runs/a/checkpoints/latest --out export --int8
     python -m mobilenet_jax.export --ckpt runs/a --out export --format tflite,onnx,stablehlo
+    python -m mobilenet_jax.export --pretrained cifar10 --out export --parity-images 0
 
 Writes DIR/model.tflite (DIR/model_int8.tflite), DIR/model.onnx, DIR/model.stablehlo,
 DIR/labels.txt, DIR/metadata.json (input size, normalisation, class names, source checkpoint)
 and DIR/parity.json: each model's logits and top-1 against JAX's on the checkpoint's test
 split, accuracies, file sizes and latencies (of one input: one image, or --batch images for the
 TFLite models; the others also of 64 images). The int8 model is calibrated on training images
-of the checkpoint's dataset. ONNX and StableHLO exports need no TensorFlow.
+of the checkpoint's dataset (or of --image-folder, a folder of the same classes). ONNX and StableHLO exports need no TensorFlow.
 """
 import pathlib
 
@@ -51,7 +52,7 @@ def format_report(report: dict) -> str:
 def main(argv=None):
     process.start_command()
     parser = cli.parser("mobilenet_jax.export", __doc__)
-    parser.add_argument("--ckpt", required=True, help="run workdir, checkpoints dir, latest, or step dir")
+    cli.add_checkpoint_flags(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="directory to write to")
     parser.add_argument("--format", default="tflite",
                         help=f"comma list of {', '.join(FORMATS)} (default: tflite)")
@@ -64,7 +65,7 @@ def main(argv=None):
     parser.add_argument("--parity-images", type=int, default=None, metavar="N",
                         help="test images to measure parity on (default: the whole test split; "
                              "0: no parity check, no data needed for a float export)")
-    cli.add_config_flags(parser, names=("data_dir", "offline"), all_optional=True)
+    cli.add_config_flags(parser, names=("data_dir", "offline", "image_folder"), all_optional=True)
     cli.add_compile_cache_flag(parser)
     args = parser.parse_args(argv)
     try:
@@ -79,10 +80,10 @@ def main(argv=None):
             raise ValueError(f"--calibration-images must be >= 1, got {args.calibration_images}")
         if args.parity_images is not None and args.parity_images < 0:
             raise ValueError(f"--parity-images must be >= 0, got {args.parity_images}")
-        report = export(ckpt_lib.resolve(args.ckpt), pathlib.Path(args.out), args.int8,
+        report = export(ckpt_lib.resolve(cli.checkpoint_arg(args)), pathlib.Path(args.out), args.int8,
                         args.calibration_images, args.parity_images, args.data_dir,
                         bool(args.offline), quiet=process.output_dropped, formats=formats,
-                        batch=args.batch)
+                        batch=args.batch, image_folder=args.image_folder)
     except (ValueError, DataError, ckpt_lib.CheckpointError, TFLiteError, OnnxError) as e:
         cli.fail(str(e))
     print(format_report(report))

@@ -1,6 +1,7 @@
 """Classify image files with a trained checkpoint, or with a model made by `export`.
 
     python -m mobilenet_jax.predict --ckpt runs/a/checkpoints/latest cat.jpg photos/
+    python -m mobilenet_jax.predict --pretrained cifar10 cat.jpg
     python -m mobilenet_jax.predict --tflite export/model_int8.tflite cat.jpg
     python -m mobilenet_jax.predict --onnx export/model.onnx cat.jpg
 
@@ -32,7 +33,7 @@ def main(argv=None):
     process.start_command()
     parser = cli.parser("mobilenet_jax.predict", __doc__)
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    parser.add_argument("--ckpt", help="run workdir, checkpoints dir, latest, or step dir")
+    cli.add_checkpoint_flags(parser, required=False)
     parser.add_argument("--tflite", metavar="MODEL", help="a .tflite file written by export "
                         "(its metadata.json beside it) to run instead of a checkpoint")
     parser.add_argument("--onnx", metavar="MODEL", help="a .onnx file written by export "
@@ -44,13 +45,15 @@ def main(argv=None):
     problems = []
     try:
         process.use_compile_cache(args.compile_cache)
-        if sum(a is not None for a in (args.ckpt, args.tflite, args.onnx)) != 1:
-            raise ValueError("pass one of --ckpt CKPT (a trained run), --tflite MODEL or "
-                             "--onnx MODEL (an exported model)")
+        ckpt = cli.checkpoint_arg(args)
+        if sum(a is not None for a in (ckpt, args.tflite, args.onnx)) != 1:
+            raise ValueError("pass one of --ckpt CKPT (a trained run), --pretrained NAME (a "
+                             "model shipped with the package), --tflite MODEL or --onnx MODEL "
+                             "(an exported model)")
         if args.top_k < 1:
             raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
         files, problems = image_files(args.inputs)
-        classify, config = load_classifier(args.ckpt, args.tflite, args.onnx,
+        classify, config = load_classifier(ckpt, args.tflite, args.onnx,
                                            process.output_dropped)
         if config.class_names == ():
             print("note: the checkpoint stores no class names (trained before they were "

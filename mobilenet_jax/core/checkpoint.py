@@ -9,6 +9,12 @@ byte (experiments/end_to_end). Checkpoints of one orbax array per state array, a
 versions wrote them, restore as before.
 Retention: the last `keep` plus the best by validation top-1.
 
+A weights-only checkpoint (`write_weights`) holds just the weights a model runs (params and
+BatchNorm statistics); it restores as a state whose every copy of the weights is those and
+whose optimizer state is zero, for the commands that evaluate, predict, export and fine-tune.
+The models that ship with the package are such checkpoints: `pretrained:NAME` names them
+wherever a checkpoint path is taken.
+
 Integrity: once orbax has committed a step, `manifest.json` (every file's size and SHA-256)
 is written into it atomically, and every restore verifies it first. A run that starts moves
 aside (`<step>.corrupt`) the newest checkpoints that fail verification, removes unfinished
@@ -29,6 +35,7 @@ import sys
 from typing import Any, Callable, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -49,6 +56,9 @@ PACKED_FORMAT = 3
 CORRUPT_SUFFIX = ".corrupt"
 UNFINISHED_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's name for a save in progress
 RETIRED = ".retired"  # where retention moves old steps before deleting them
+PRETRAINED = "pretrained:"  # `pretrained:NAME`: the model NAME shipped with the package
+PRETRAINED_DIR = pathlib.Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS = ("params", "batch_stats")  # what a weights-only checkpoint holds
 
 
 class CheckpointError(Exception):
@@ -104,9 +114,13 @@ class Checkpoints:
         A failure to write (disk full, read-only, vanished directory) raises CheckpointError
         with one line, from this save or the next call that waits for it; what was
         half-written is removed and `latest` still names the last intact checkpoint."""
+        return self.save_arrays(int(state.step), jax.device_get(stored_arrays(state)), config,
+                                position, metrics)  # the state is replicated
+
+    def save_arrays(self, step: int, arrays: dict, config: Config, position: dict,
+                    metrics: Optional[dict] = None) -> int:
+        """`save` of host arrays by state field name (all of a state's, or `WEIGHTS`)."""
         self.wait()
-        step = int(state.step)
-        arrays = jax.device_get(stored_arrays(state))  # the state is replicated
         items = (config.to_dict(), {**position, "format": PACKED_FORMAT}, metrics)
         if self._writer is None:
             self._write(step, arrays, *items)
@@ -329,7 +343,10 @@ def _sync_processes(name: str) -> None:
 # ---- finding and restoring ------------------------------------------------------------------
 
 def resolve(path) -> pathlib.Path:
-    """A run workdir, its checkpoints dir, `.../latest` or one step's dir -> that step's dir."""
+    """A run workdir, its checkpoints dir, `.../latest` or one step's dir -> that step's dir;
+    `pretrained:NAME` -> the step dir of the model NAME shipped with the package."""
+    if str(path).startswith(PRETRAINED):
+        path = pretrained_dir(str(path)[len(PRETRAINED):])
     p = pathlib.Path(path)
     if not p.exists():
         hint = " (a run writes it when it saves its first checkpoint)" if p.name == LATEST else ""
@@ -348,6 +365,18 @@ def resolve(path) -> pathlib.Path:
                                   "by mobilenet_jax.train (with state/ and config/)")
         p = steps[-1]
     return p
+
+
+def pretrained_names() -> list:
+    """The names of the models shipped with the package."""
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if p.is_dir())
+
+
+def pretrained_dir(name: str) -> pathlib.Path:
+    if name not in pretrained_names():
+        raise CheckpointError(f"no pretrained model {name!r}: the package ships "
+                              f"{', '.join(pretrained_names()) or 'none'}")
+    return PRETRAINED_DIR / name
 
 
 def _is_step_dir(p: pathlib.Path) -> bool:
@@ -381,12 +410,39 @@ def restore_step(step_dir, abstract_state, config: Optional[Config] = None
               "carried one); restoring it unverified", file=sys.stderr)
     config = config or read_config(step_dir)
     arrays = stored_arrays(abstract_state)
+    weights_only = _weights_only(step_dir)
+    if weights_only:
+        arrays = {name: arrays[name] for name in WEIGHTS}
     read = _read_packed if (step_dir / LAYOUT_FILE.parent).is_dir() else _read_per_array
     host, position = read(step_dir, arrays)
     # Read into host arrays, then placed in one device_put: less than half the time orbax
     # takes to place each array itself (experiments/checkpoint_time).
     state = jax.device_put(host, jax.tree.map(lambda a: a.sharding, arrays))
+    if weights_only:
+        state = _with_weights(abstract_state, state)
     return abstract_state.replace(**state), config, position
+
+
+def _weights_only(step_dir: pathlib.Path) -> bool:
+    """Whether a step directory is a weights-only checkpoint (its layout names nothing else)."""
+    try:
+        layout = json.loads((step_dir / LAYOUT_FILE).read_text())
+        return {name.split("/")[0] for name, _, _ in layout["arrays"]} == set(WEIGHTS)
+    except Exception:  # noqa: BLE001 - absent (an older checkpoint) or damaged: read says which
+        return False
+
+
+def _with_weights(abstract_state, weights: dict) -> dict:
+    """A state's stored fields from the weights alone: the weights wherever the state keeps a
+    copy of them (moving average, recomputed statistics), zeros elsewhere (step, optimizer)."""
+    def zeros(tree):
+        return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype, device=a.sharding), tree)
+    copies = {"ema": lambda: jax.tree.map(jnp.copy, weights),
+              "precise_batch_stats": lambda: jax.tree.map(jnp.copy, weights["batch_stats"])}
+    return {name: weights[name] if name in weights else
+            copies[name]() if name in copies else zeros(array)
+            for name, array in stored_arrays(abstract_state).items()}
+
 
 
 def _read_packed(step_dir: pathlib.Path, arrays) -> tuple[dict, dict]:

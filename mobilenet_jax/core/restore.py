@@ -1,6 +1,8 @@
 """A trained model from a checkpoint: its config (flags that may differ applied) and its state,
-the network rebuilt from the config stored in the checkpoint."""
+the network rebuilt from the config stored in the checkpoint; the models shipped with the
+package as `(config, variables)`; a checkpoint's weights alone as a new checkpoint."""
 import dataclasses
+import pathlib
 from typing import Optional
 
 import jax
@@ -48,3 +50,29 @@ def restore(step_dir, overrides: Optional[dict] = None) -> Restored:
     abstract = steps.build(config).abstract_state(devices)
     state, _, position = checkpoint.restore_step(step_dir, abstract)
     return Restored(state, config, position, devices)
+
+
+def pretrained(name: str) -> tuple[Config, dict]:
+    """The model `name` shipped with the package (`checkpoint.pretrained_names()`), verified
+    like any checkpoint: its Config and its variables ({"params", "batch_stats"}) for
+    `apply`, e.g. `mobilenet_jax.functions(config)`."""
+    model = restore(checkpoint.resolve(checkpoint.PRETRAINED + name))
+    return model.config, jax.device_get(model.state.eval_variables())
+
+
+def write_weights(step_dir, directory, **config_changes) -> pathlib.Path:
+    """Write the weights that the checkpoint in `step_dir` runs (its moving average, where it
+    keeps one) as a weights-only checkpoint in `directory`, a new checkpoints dir. Its config
+    is the checkpoint's less where the data and the run were (the paths of the machine that
+    ran it), with `config_changes` (e.g. the TFDS dataset of an image folder's classes).
+    Returns the new step dir."""
+    model = restore(step_dir)
+    config = model.config.replace(workdir=Config().workdir, data_dir=None, image_folder=None,
+                                  init_from=None, **config_changes)
+    checkpoints = checkpoint.Checkpoints(directory, keep=1, keep_best=False)
+    try:
+        checkpoints.save_arrays(model.step, jax.device_get(model.state.eval_variables()),
+                                config, model.position)
+    finally:
+        checkpoints.close()
+    return checkpoints.directory / str(model.step)

@@ -121,10 +121,11 @@ def parity(model: CheckpointModel, runners: dict, test: Split, config: Config) -
 def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 500,
            parity_images: int | None = None, data_dir=None, offline: bool = False,
            say=print, quiet: Callable[[], ContextManager] = contextlib.nullcontext,
-           formats: tuple = ("tflite",), batch: int = 1) -> dict:
+           formats: tuple = ("tflite",), batch: int = 1, image_folder=None) -> dict:
     """Write the files of `formats` (FORMATS) of the checkpoint in `step_dir` into `out` and
     measure them; the report. The TFLite models take `batch` images at a time. `quiet` runs the
-    converter and the interpreters (see `tflite.convert`)."""
+    converter and the interpreters (see `tflite.convert`). The data (parity, calibration) is
+    the checkpoint's run's, or `image_folder`, a folder of the same classes."""
     if int8 and "tflite" not in formats:
         raise ValueError("--int8 makes a TFLite model: add tflite to --format")
     if int8 and calibration < batch:
@@ -135,7 +136,8 @@ def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 5
     if "onnx" in formats:
         onnx.check_installed()
     restored = restore.restore(step_dir)
-    state, config = restored.state, restored.config
+    state = restored.state
+    config = restored.config.replace(image_folder=image_folder or restored.config.image_folder)
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "labels.txt").write_text("".join(f"{n}\n" for n in config.label_names()))

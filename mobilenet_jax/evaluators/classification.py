@@ -38,11 +38,12 @@ def evaluate_split(state, split: arrays.Split | StreamedSplit, batch_size: int, 
 
 def evaluate(step_dir, split: str = "test", data_dir=None, offline: bool = False,
              batch_size: int = 1000, overrides: Optional[dict] = None,
-             input: Optional[str] = None) -> dict:
-    """The checkpoint in `step_dir` on a split of its run's data (held in memory or streamed
-    as `input`, by default its run's config, says): a JSON-ready report."""
+             input: Optional[str] = None, image_folder: Optional[str] = None) -> dict:
+    """The checkpoint in `step_dir` on a split of its run's data, or of `image_folder` (held in
+    memory or streamed as `input`, by default its run's config, says): a JSON-ready report."""
     model = restore.restore(step_dir, overrides)
-    config = model.config.replace(input=input or model.config.input)
+    config = model.config.replace(input=input or model.config.input,
+                                  image_folder=image_folder or model.config.image_folder)
     batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
     dataset = sources.load_split(config, split, data_dir, offline)
     step_fn = steps.build(config).jit_steps(model.devices).eval
