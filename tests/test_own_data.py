@@ -1,6 +1,5 @@
 """Own data: a folder of images, any TFDS image dataset, statistics from the training split,
 and fine-tuning from a checkpoint."""
-import importlib.util
 import json
 import os
 
@@ -13,6 +12,7 @@ from PIL import Image
 from helpers import CLASSES, REPO, assert_one_line_error, run, run_in_one_process, train
 from mobilenet_jax import Config
 from mobilenet_jax.data import arrays, from_folder, from_tfds
+from mobilenet_jax.data.synthetic import write_colour_folder
 from mobilenet_jax.core import checkpoint as ckpt_lib
 from mobilenet_jax.core import steps
 from mobilenet_jax.evaluators.classification import evaluate_split
@@ -208,19 +208,12 @@ def test_a_dataset_too_large_for_memory_is_refused_before_reading(monkeypatch):
     arrays.check_fits(1000, 32, "small")  # 3 MB: fine
 
 
-# The short-run case of experiments/eval_statistics: 3 classes of noisy reds, greens and blues.
-_spec = importlib.util.spec_from_file_location(
-    "eval_statistics_measure", REPO / "experiments" / "eval_statistics" / "measure.py")
-eval_statistics_measure = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(eval_statistics_measure)
-
-
 def test_a_short_run_evaluates_as_it_trained(tmp_path):
     """30 steps with the defaults (one checkpoint, at the end): the checkpoint's recomputed
     BatchNorm statistics evaluate the test split near perfectly, where the same weights with
     the running statistics (what evaluate ran before, measured at chance in
     experiments/eval_statistics) do not."""
-    eval_statistics_measure.write_folder(tmp_path / "colours")
+    write_colour_folder(tmp_path / "colours")  # the short-run case of experiments/eval_statistics
     train(Config(image_folder=str(tmp_path / "colours"), width_multiplier=0.25, epochs=6,
                  batch_size=32, val_fraction=0, progress=False, checkpoint_every=6,
                  workdir=str(tmp_path / "run")), num_classes_from_data=True)

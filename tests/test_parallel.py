@@ -3,7 +3,6 @@ rounding of summation order, and checkpoints that move between device and proces
 The processes read the subset's ArrayRecord copy: the same records, without TensorFlow's
 start-up."""
 import functools
-import importlib.util
 import json
 import os
 import shutil
@@ -15,14 +14,11 @@ import jax
 import pytest
 
 from mobilenet_jax.core import steps
+from mobilenet_jax.core.compare import relative_difference
 from mobilenet_jax.core.restore import restore
 from helpers import REPO, finished, run, start_in_one_process, xla_flags
 
 COMPARE_STEPS = REPO / "experiments" / "device_count" / "compare_steps.py"
-# Its measure of how far two results of a step differ (`relative_difference`) is the tests'.
-_spec = importlib.util.spec_from_file_location("compare_steps", COMPARE_STEPS)
-compare_steps = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(compare_steps)
 
 EIGHT_DEVICES = xla_flags("--xla_force_host_platform_device_count=8")
 # How far two results of the same step may differ, as a fraction of what the step changed
@@ -103,7 +99,7 @@ def assert_same_step(a_dir, b_dir, start_dir=None):
              jax.jit(steps.build(a.config).init_state)(jax.random.key(a.config.seed)))
     assert int(a.state.step) == int(b.state.step) == int(start.step) + 1
     assert a.position == b.position
-    for name, difference in compare_steps.relative_difference(a.state, b.state, start).items():
+    for name, difference in relative_difference(a.state, b.state, start).items():
         assert difference <= FRACTION[name], (name, difference)
 
 

@@ -21,37 +21,11 @@ import numpy as np
 
 from mobilenet_jax import Config
 from mobilenet_jax.core import steps
+from mobilenet_jax.core.compare import COLLECTIONS, leaf_differences, relative_difference
 from mobilenet_jax.data import arrays, augment, from_tfds
 from mobilenet_jax.core.parallel import Devices
 
-COLLECTIONS = ("params", "batch_stats", "opt_state")
 DEVICES = 8
-
-
-def _leaves(state, name):
-    """The floating-point leaves of a collection (not the optimizer's step counts)."""
-    return [np.asarray(x, np.float64) for x in jax.tree.leaves(getattr(state, name))
-            if jnp.issubdtype(x.dtype, jnp.floating)]
-
-
-def leaf_differences(a, b) -> dict:
-    """{collection: [max |a - b| / max(1, max |b|) for each leaf]}: entry by entry."""
-    return {name: [float(np.max(np.abs(x - y)) / max(1.0, float(np.max(np.abs(y)))))
-                   for x, y in zip(_leaves(a, name), _leaves(b, name))]
-            for name in COLLECTIONS}
-
-
-def relative_difference(a, b, start) -> dict:
-    """{collection: |a - b| / |b - start|}, global L2 norms: how much two results of the same
-    step from `start` differ, as a fraction of what the step changed."""
-    def norm(xs):
-        return float(np.sqrt(sum(np.sum(np.square(x)) for x in xs)))
-    out = {}
-    for name in COLLECTIONS:
-        a_, b_, s_ = _leaves(a, name), _leaves(b, name), _leaves(start, name)
-        out[name] = (norm([x - y for x, y in zip(a_, b_)])
-                     / norm([y - s for y, s in zip(b_, s_)]))
-    return out
 
 
 class StepVariants:

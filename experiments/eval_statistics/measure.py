@@ -18,25 +18,10 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
-from PIL import Image
+from mobilenet_jax.data.synthetic import write_colour_folder
 
 FLAG_SETS = {"defaults": [], "running statistics": ["--precise-bn-batches", "0"],
              "no moving average": ["--precise-bn-batches", "0", "--ema-decay", "0"]}
-COLOURS = {"reds": (200, 40, 40), "greens": (40, 200, 40), "blues": (40, 40, 200)}
-
-
-def write_folder(root: pathlib.Path) -> None:
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 60), ("test", 20)):
-        for name, colour in COLOURS.items():
-            (root / split / name).mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                side = int(rng.integers(20, 61))
-                pixels = np.clip(np.array(colour) + rng.normal(0, 30, (side, side, 3)), 0, 255)
-                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f"{i}.png")
-
-
 def run(args):
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
                           check=True).stdout
@@ -51,7 +36,7 @@ def main():
     args = parser.parse_args()
     out = pathlib.Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
-    write_folder(out / "folder")
+    write_colour_folder(out / "folder")
     for seed in args.seeds.split(","):
         for name in args.flag_sets.split(","):
             flags = FLAG_SETS[name]
