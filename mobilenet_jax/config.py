@@ -19,11 +19,6 @@ OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("cosine", "step", "exponential", "constant")
 INPUTS = ("auto", "memory", "stream")
 REFERENCE_BATCH_SIZE = 128  # `lr` is the learning rate at this global batch size
-# Configs written before `kernels` stored `depthwise`: its values -> the kernel policy.
-LEGACY_DEPTHWISE = {"xla": "reference", "slices": "cpu", "vjp": "cpu", "auto": "auto"}
-# Fields added later, with the values that configs written before them were trained with.
-LEGACY_DEFAULTS = {"ema_decay": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0,
-                   "precise_bn_batches": 0, "random_resized_crops": False}
 
 
 def field(default, help, choices=None, flags=None, from_data=False):
@@ -193,11 +188,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        d = dict(d)
-        if "depthwise" in d and "kernels" not in d:  # written before `kernels` replaced it
-            depthwise = d.pop("depthwise")
-            d["kernels"] = LEGACY_DEPTHWISE.get(depthwise, depthwise)
-        d = {**LEGACY_DEFAULTS, **d}
+        d = dict(d)  # a field it lacks (added later) takes its default (docs/training.md)
         names = {f.name for f in dataclasses.fields(cls)}
         for name in ("class_names", "mean", "std"):  # JSON stores tuples as lists
             if isinstance(d.get(name), list):

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 
-import chex
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -77,32 +76,12 @@ def test_resolve_accepts_every_form(steps_three_and_seven, form):
     assert ckpt_lib.resolve(path).name == "7"
 
 
-def save_per_array(directory, state, step, device_arrays: bool):
-    """A checkpoint as versions before packing wrote it: one orbax array per state array,
-    host copies, or device arrays (with per-array sharding files) as still older ones did."""
-    arrays = ckpt_lib.stored_arrays(state.replace(step=np.int32(step)))
-    if not device_arrays:
-        arrays = jax.device_get(arrays)
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-        checkpointer.save(directory / str(step), args=ocp.args.Composite(
-            state=ocp.args.StandardSave(arrays), config=ocp.args.JsonSave(CONFIG.to_dict()),
-            position=ocp.args.JsonSave({"step": step, "rng": [0, 0],
-                                        "format": ckpt_lib.MANIFEST_FORMAT})))
-    ckpt_lib.write_manifest(directory / str(step))
-
-
-@pytest.mark.parametrize("written_by", ["this version", "versions before (host copies)",
-                                        "versions before (device arrays)"])
-def test_restore_round_trips_the_state(tmp_path, written_by):
-    """Every array bit for bit, with its dtype and sharding, the config and the position;
-    also from checkpoints of one orbax array per state array, as older versions wrote them."""
-    if written_by == "this version":
-        save_steps(tmp_path / "checkpoints", [4])
-        stored = ocp.StandardCheckpointHandler().metadata(tmp_path / "checkpoints" / "4" / "state")
-        saved = ckpt_lib.stored_arrays(make_state().replace(step=4))
-        assert set(stored) == {np.asarray(a).dtype.name for a in jax.tree.leaves(saved)}
-    else:
-        save_per_array(tmp_path / "checkpoints", make_state(), 4, "device" in written_by)
+def test_restore_round_trips_the_state(tmp_path):
+    """Every array bit for bit, with its dtype and sharding, the config and the position."""
+    save_steps(tmp_path / "checkpoints", [4])
+    stored = ocp.StandardCheckpointHandler().metadata(tmp_path / "checkpoints" / "4" / "state")
+    saved = ckpt_lib.stored_arrays(make_state().replace(step=4))
+    assert set(stored) == {np.asarray(a).dtype.name for a in jax.tree.leaves(saved)}
     restored = restore(tmp_path / "checkpoints" / "4")
     state, config, position = restored.state, restored.config, restored.position
     assert config == CONFIG and position["step"] == 4 and int(state.step) == 4
@@ -129,9 +108,8 @@ def test_a_restored_state_takes_the_train_step_a_new_one_takes(step_one):
         train.lower(restored.state, batch, key).as_text()
 
 
-def test_checkpoint_from_before_the_moving_average_restores(tmp_path):
-    """A run without a moving average stores the arrays under the names older versions used
-    (no `ema` entry), and a config from before the recipe fields loads as trained then."""
+def test_a_run_without_a_moving_average_stores_no_ema(tmp_path):
+    """No `ema` entry (nor recomputed statistics) where the run keeps none; it restores so."""
     old_config = CONFIG.replace(ema_decay=0.0, precise_bn_batches=0)
     checkpoints = ckpt_lib.Checkpoints(tmp_path / "checkpoints", keep=1, keep_best=False)
     checkpoints.save(make_state(old_config).replace(step=1), old_config, {"step": 1, "rng": [0, 0]})
@@ -140,12 +118,6 @@ def test_checkpoint_from_before_the_moving_average_restores(tmp_path):
     layout = json.loads((step_dir / ckpt_lib.LAYOUT_FILE).read_text())["arrays"]
     assert {name.split("/")[0] for name, _, _ in layout} == {"step", "params", "opt_state",
                                                              "batch_stats"}
-    unverified(step_dir)
-    config_file = step_dir / "config" / "metadata"
-    stored = json.loads(config_file.read_text())
-    for name in ("ema_decay", "mixup_alpha", "cutmix_alpha", "precise_bn_batches"):
-        del stored[name]
-    config_file.write_text(json.dumps(stored))
     restored = restore(step_dir)
     state, config = restored.state, restored.config
     assert config.ema_decay == 0 and state.ema is None and int(state.step) == 1
@@ -159,24 +131,37 @@ def test_missing_and_empty_paths_are_checkpoint_errors(tmp_path):
         ckpt_lib.resolve(tmp_path)
 
 
-def unverified(step_dir):
-    """The checkpoint as written before manifests existed (no manifest, no format mark)."""
-    (step_dir / ckpt_lib.MANIFEST).unlink()
+def pre_release(step_dir, written: int):
+    """The checkpoint marked as a pre-release version wrote it (format 1: no manifest either)."""
     position = json.loads((step_dir / ckpt_lib.POSITION_FILE).read_text())
-    del position["format"]
+    position["format"] = written
     (step_dir / ckpt_lib.POSITION_FILE).write_text(json.dumps(position))
+    if written == 1:
+        (step_dir / ckpt_lib.MANIFEST).unlink()
+    else:
+        ckpt_lib.write_manifest(step_dir)
 
 
-@pytest.mark.parametrize("manifest", [True, False])
-def test_corrupt_checkpoint_is_a_checkpoint_error(step_one, tmp_path, manifest):
-    """Garbage arrays: refused by the manifest, or (without one) by orbax's own checks."""
+@pytest.mark.parametrize("written", [1, 2])
+def test_a_pre_release_checkpoint_is_one_line_saying_so(step_one, tmp_path, written):
     step_dir = copied(step_one, tmp_path)
-    if not manifest:
-        unverified(step_dir)
+    pre_release(step_dir, written)
+    with pytest.raises(ckpt_lib.CheckpointError,
+                       match=f"pre-release version \\(checkpoint format {written}\\)"):
+        restore(step_dir)
+
+
+@pytest.mark.parametrize("manifest", ["of the good files", "of the garbage"])
+def test_corrupt_checkpoint_is_a_checkpoint_error(step_one, tmp_path, manifest):
+    """Garbage arrays: refused by the manifest, or (one that matches them) by orbax's own
+    checks."""
+    step_dir = copied(step_one, tmp_path)
     for f in (step_dir / "state").rglob("*"):
         if f.is_file():
             f.write_bytes(b"garbage")
-    match = "is corrupt: state/" if manifest else "cannot be restored|unreadable"
+    if manifest == "of the garbage":
+        ckpt_lib.write_manifest(step_dir)
+    match = "is corrupt: state/" if manifest == "of the good files" else "cannot be restored"
     with pytest.raises(ckpt_lib.CheckpointError, match=match):
         restore(step_dir)
 
@@ -201,22 +186,6 @@ def test_checkpoint_of_another_architecture_is_refused(step_one, tmp_path):
 def test_free_flags_may_differ(step_one):
     assert restore(step_one / "checkpoints" / "1", {"kernels": "reference"}).config.kernels == \
         "reference"
-
-
-@pytest.mark.parametrize("depthwise,kernels", [("xla", "reference"), ("vjp", "cpu"),
-                                               ("slices", "cpu"), ("auto", "auto")])
-def test_checkpoint_with_a_depthwise_config_restores(step_one, tmp_path, depthwise, kernels):
-    """Configs stored before the kernel policy named the formulation `depthwise`."""
-    copied(step_one, tmp_path)
-    unverified(tmp_path / "checkpoints" / "1")  # such checkpoints carry no manifest
-    config_file = tmp_path / "checkpoints" / "1" / "config" / "metadata"
-    stored = json.loads(config_file.read_text())
-    del stored["kernels"]
-    config_file.write_text(json.dumps({**stored, "depthwise": depthwise}))
-    restored = restore(tmp_path / "checkpoints" / "1")
-    state, config = restored.state, restored.config
-    assert config.kernels == kernels and config.width_multiplier == CONFIG.width_multiplier
-    chex.assert_trees_all_equal(state.params, make_state().params)
 
 
 def test_read_config_starts_no_backend(step_one):
@@ -272,14 +241,6 @@ def test_truncated_removed_and_unfinished_checkpoints_are_refused(step_one, tmp_
         match = "incomplete"
     with pytest.raises(ckpt_lib.CheckpointError, match=match):
         restore(step_dir)
-
-
-def test_a_checkpoint_without_manifest_format_restores_unverified(step_one, tmp_path, capsys):
-    """Checkpoints written before manifests existed still restore, saying so."""
-    step_dir = copied(step_one, tmp_path)
-    unverified(step_dir)
-    assert restore(step_dir).step == 1
-    assert "restoring it unverified" in capsys.readouterr().err
 
 
 def test_opening_sets_aside_corrupt_newest_and_unfinished_saves(tmp_path):

@@ -1,4 +1,4 @@
-"""The run configuration: JSON round trip, configs written before the kernel policies, and the
+"""The run configuration: JSON round trip, configs written before a field existed, and the
 flags generated from it."""
 import argparse
 import dataclasses
@@ -15,17 +15,15 @@ def test_json_round_trip(tmp_path):
     assert load_json(tmp_path / "config.json") == config
 
 
-@pytest.mark.parametrize("depthwise,kernels", [("xla", "reference"), ("slices", "cpu"),
-                                               ("vjp", "cpu"), ("auto", "auto")])
-def test_configs_that_name_a_depthwise_implementation_load(depthwise, kernels):
-    stored = {k: v for k, v in Config().to_dict().items() if k != "kernels"}
-    assert Config.from_dict({**stored, "depthwise": depthwise}).kernels == kernels
+def test_a_config_written_before_a_field_existed_loads_with_its_default():
+    """The compatibility rule (docs/training.md): a field's default is what runs did before."""
+    stored = {k: v for k, v in Config(width_multiplier=0.5).to_dict().items() if k != "qat"}
+    assert Config.from_dict(stored) == Config(width_multiplier=0.5, qat=False)
 
 
 def test_unknown_keys_and_values_are_refused():
-    stored = {k: v for k, v in Config().to_dict().items() if k != "kernels"}
     with pytest.raises(ValueError, match="fft"):
-        Config.from_dict({**stored, "depthwise": "fft"})
+        Config.from_dict({**Config().to_dict(), "kernels": "fft"})
     with pytest.raises(ValueError, match="colour"):
         Config.from_dict({**Config().to_dict(), "colour": "red"})
 

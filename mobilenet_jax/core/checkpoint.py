@@ -5,8 +5,8 @@ weights' moving average and the recomputed BatchNorm statistics where the run ke
 RNG key, the run's Config and the data position, so a model is rebuilt from a checkpoint alone
 and a run resumes exactly. The arrays are stored packed, one flat array per dtype, with the
 layout (each array's name, dtype and shape) beside them: orbax's cost is per array, not per
-byte (experiments/end_to_end). Checkpoints of one orbax array per state array, as older
-versions wrote them, restore as before.
+byte (experiments/end_to_end). Which checkpoints a version reads: `FORMAT` (docs/training.md,
+Compatibility).
 Retention: the last `keep` plus the best by validation top-1.
 
 A weights-only checkpoint (`write_weights`) holds just the weights a model runs (params and
@@ -31,7 +31,6 @@ import math
 import os
 import pathlib
 import shutil
-import sys
 from typing import Any, Callable, Optional
 
 import jax
@@ -48,11 +47,10 @@ CONFIG_FILE = pathlib.Path("config") / "metadata"
 POSITION_FILE = pathlib.Path("position") / "metadata"
 LAYOUT_FILE = pathlib.Path("layout") / "metadata"
 MANIFEST = "manifest.json"
-# position["format"] of checkpoints that carry a manifest (older ones restore unverified)...
-MANIFEST_FORMAT = 2
-# ...and of those whose arrays are packed, with a layout/ item (older ones hold one orbax
-# array per state array).
-PACKED_FORMAT = 3
+# position["format"] of the checkpoints this version writes, and the only one it reads: packed
+# arrays with a layout/ item, and a manifest. Pre-release versions wrote 1 (one orbax array
+# per state array, no manifest) and 2 (the same with a manifest).
+FORMAT = 3
 CORRUPT_SUFFIX = ".corrupt"
 UNFINISHED_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's name for a save in progress
 RETIRED = ".retired"  # where retention moves old steps before deleting them
@@ -121,7 +119,7 @@ class Checkpoints:
                     metrics: Optional[dict] = None) -> int:
         """`save` of host arrays by state field name (all of a state's, or `WEIGHTS`)."""
         self.wait()
-        items = (config.to_dict(), {**position, "format": PACKED_FORMAT}, metrics)
+        items = (config.to_dict(), {**position, "format": FORMAT}, metrics)
         if self._writer is None:
             self._write(step, arrays, *items)
             _sync_processes(f"checkpoint-{step}")
@@ -219,44 +217,49 @@ def write_manifest(step_dir) -> None:
 
 
 def verify(step_dir) -> bool:
-    """Check every file of a step dir against its manifest. True if verified, False for a
-    checkpoint written before manifests (nothing to verify against); CheckpointError naming
-    the first bad file otherwise (also when a manifest is due but missing: a save that did
-    not finish)."""
+    """Check every file of a step dir against its manifest: True, or CheckpointError naming
+    the first bad file (also when the manifest is missing: a save that did not finish) or a
+    pre-release format."""
     problem = _problem(pathlib.Path(step_dir))
     if problem:
-        raise CheckpointError(f"checkpoint {step_dir} {problem}; use another checkpoint")
-    return (pathlib.Path(step_dir) / MANIFEST).exists()
+        raise CheckpointError(f"checkpoint {step_dir} {problem}")
+    return True
 
 
 def _problem(step_dir: pathlib.Path) -> Optional[str]:
-    """What is wrong with a step dir by its manifest ("is corrupt: ..."), or None."""
+    """What is wrong with a step dir by its format and manifest ("is corrupt: ...; use
+    another checkpoint"), or None."""
+    written = _position_format(step_dir)
+    if written is not None and written < FORMAT:
+        return (f"was written by a pre-release version (checkpoint format {written}), which "
+                f"this version does not read (format {FORMAT}); train the model again")
     manifest = step_dir / MANIFEST
     if not manifest.exists():
-        if _position_format(step_dir) >= MANIFEST_FORMAT:
-            return f"is incomplete (no {MANIFEST}: its save did not finish)"
-        return None
+        return f"is incomplete (no {MANIFEST}: its save did not finish); use another checkpoint"
     try:
         entries = {name: (want["bytes"], want["sha256"])
                    for name, want in json.loads(manifest.read_text())["files"].items()}
     except Exception as e:  # noqa: BLE001 - any damage to the manifest, its keys included
-        return f"is corrupt: its {MANIFEST} is unreadable ({_short(e)})"
+        return f"is corrupt: its {MANIFEST} is unreadable ({_short(e)}); use another checkpoint"
     for name, (size, sha256) in sorted(entries.items()):
         path = step_dir / name
         if not path.is_file():
-            return f"is corrupt: {name} is missing"
+            return f"is corrupt: {name} is missing; use another checkpoint"
         if path.stat().st_size != size:
-            return f"is corrupt: {name} has {path.stat().st_size} bytes, not {size}"
+            return (f"is corrupt: {name} has {path.stat().st_size} bytes, not {size}; use "
+                    "another checkpoint")
         if _sha256(path) != sha256:
-            return f"is corrupt: {name} does not match its checksum"
+            return f"is corrupt: {name} does not match its checksum; use another checkpoint"
     return None
 
 
-def _position_format(step_dir: pathlib.Path) -> int:
+def _position_format(step_dir: pathlib.Path) -> Optional[int]:
+    """The format a step dir says it has (1 where it says none); None where that is unreadable
+    (the manifest then says what is wrong)."""
     try:
         return int(json.loads((step_dir / POSITION_FILE).read_text()).get("format", 1))
-    except Exception:  # noqa: BLE001 - unreadable: a missing manifest means a failed save
-        return MANIFEST_FORMAT
+    except Exception:  # noqa: BLE001 - a damaged or missing file
+        return None
 
 
 def step_dirs(directory) -> list:
@@ -394,7 +397,7 @@ def read_config(step_dir) -> Config:
     try:
         return Config.from_dict(json.loads((step_dir / CONFIG_FILE).read_text()))
     except Exception as e:
-        verify(step_dir)  # a damaged file is named, rather than what it broke
+        verify(step_dir)  # a damaged file or an old format is named, rather than what it broke
         raise CheckpointError(f"checkpoint {step_dir} is unreadable (its config: "
                               f"{_short(e)}); use another checkpoint") from None
 
@@ -405,16 +408,13 @@ def restore_step(step_dir, abstract_state, config: Optional[Config] = None
     `abstract_state`; `config`: its config where the caller has read it already. Relative
     paths are fine (orbax itself wants absolute ones)."""
     step_dir = pathlib.Path(step_dir).absolute()
-    if not verify(step_dir):
-        print(f"note: checkpoint {step_dir} has no {MANIFEST} (written before checkpoints "
-              "carried one); restoring it unverified", file=sys.stderr)
+    verify(step_dir)
     config = config or read_config(step_dir)
     arrays = stored_arrays(abstract_state)
     weights_only = _weights_only(step_dir)
     if weights_only:
         arrays = {name: arrays[name] for name in WEIGHTS}
-    read = _read_packed if (step_dir / LAYOUT_FILE.parent).is_dir() else _read_per_array
-    host, position = read(step_dir, arrays)
+    host, position = _read_packed(step_dir, arrays)
     # Read into host arrays, then placed in one device_put: less than half the time orbax
     # takes to place each array itself (experiments/checkpoint_time).
     state = jax.device_put(host, jax.tree.map(lambda a: a.sharding, arrays))
@@ -428,7 +428,7 @@ def _weights_only(step_dir: pathlib.Path) -> bool:
     try:
         layout = json.loads((step_dir / LAYOUT_FILE).read_text())
         return {name.split("/")[0] for name, _, _ in layout["arrays"]} == set(WEIGHTS)
-    except Exception:  # noqa: BLE001 - absent (an older checkpoint) or damaged: read says which
+    except Exception:  # noqa: BLE001 - damaged: reading the arrays says so
         return False
 
 
@@ -459,21 +459,6 @@ def _read_packed(step_dir: pathlib.Path, arrays) -> tuple[dict, dict]:
     if jax.tree.map(np.shape, restored["state"]) != jax.tree.map(np.shape, host):
         raise _corrupt(step_dir, ValueError("packed arrays of other sizes than its layout"))
     return unpack(restored["state"], layout, arrays), restored["position"]
-
-
-def _read_per_array(step_dir: pathlib.Path, arrays) -> tuple[dict, dict]:
-    """Host arrays and the position from a checkpoint of one orbax array per state array."""
-    host = jax.tree.map(lambda a: np.empty(a.shape, a.dtype), arrays)
-    try:
-        restored = _read_orbax(step_dir, host)
-    except CheckpointError:
-        metadata = _stored_metadata(step_dir)
-        if metadata is not None:  # orbax refuses a tree of other names before reading arrays
-            _check_shapes(step_dir, _named_shapes(metadata), arrays)
-        raise
-    # Host arrays are read in the shapes stored, whatever the target's.
-    _check_shapes(step_dir, _named_shapes(restored["state"]), arrays)
-    return restored["state"], restored["position"]
 
 
 def _read_orbax(step_dir: pathlib.Path, host) -> dict:
@@ -522,14 +507,6 @@ def stored_arrays(state) -> dict:
     (no moving average) is left out, so runs without one keep the layout older versions wrote."""
     return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
             if f.metadata.get("pytree_node", True) and getattr(state, f.name) is not None}
-
-
-def _stored_metadata(step_dir):
-    """The stored arrays' orbax metadata (names, shapes); None where it is unreadable."""
-    try:
-        return ocp.StandardCheckpointHandler().metadata(step_dir / "state")
-    except Exception:  # noqa: BLE001 - a damaged checkpoint
-        return None
 
 
 def _check_shapes(step_dir, stored: dict, abstract_state):
