@@ -9,7 +9,7 @@ byte (experiments/end_to_end). Which checkpoints a version reads: `FORMAT` (docs
 Compatibility).
 Retention: the last `keep` plus the best by validation top-1.
 
-A weights-only checkpoint (`write_weights`) holds just the weights a model runs (params and
+A weights-only checkpoint (`restore.write_weights`) holds just the weights a model runs (params and
 BatchNorm statistics); it restores as a state whose every copy of the weights is those and
 whose optimizer state is zero, for the commands that evaluate, predict, export and fine-tune.
 The models that ship with the package are such checkpoints: `pretrained:NAME` names them
@@ -222,34 +222,32 @@ def verify(step_dir) -> bool:
     pre-release format."""
     problem = _problem(pathlib.Path(step_dir))
     if problem:
-        raise CheckpointError(f"checkpoint {step_dir} {problem}")
+        raise CheckpointError(f"checkpoint {step_dir} {problem}; use another checkpoint")
     return True
 
 
 def _problem(step_dir: pathlib.Path) -> Optional[str]:
-    """What is wrong with a step dir by its format and manifest ("is corrupt: ...; use
-    another checkpoint"), or None."""
+    """What is wrong with a step dir by its format and manifest ("is corrupt: ..."), or None."""
     written = _position_format(step_dir)
     if written is not None and written < FORMAT:
         return (f"was written by a pre-release version (checkpoint format {written}), which "
-                f"this version does not read (format {FORMAT}); train the model again")
+                f"this version does not read (it reads format {FORMAT})")
     manifest = step_dir / MANIFEST
     if not manifest.exists():
-        return f"is incomplete (no {MANIFEST}: its save did not finish); use another checkpoint"
+        return f"is incomplete (no {MANIFEST}: its save did not finish)"
     try:
         entries = {name: (want["bytes"], want["sha256"])
                    for name, want in json.loads(manifest.read_text())["files"].items()}
     except Exception as e:  # noqa: BLE001 - any damage to the manifest, its keys included
-        return f"is corrupt: its {MANIFEST} is unreadable ({_short(e)}); use another checkpoint"
+        return f"is corrupt: its {MANIFEST} is unreadable ({_short(e)})"
     for name, (size, sha256) in sorted(entries.items()):
         path = step_dir / name
         if not path.is_file():
-            return f"is corrupt: {name} is missing; use another checkpoint"
+            return f"is corrupt: {name} is missing"
         if path.stat().st_size != size:
-            return (f"is corrupt: {name} has {path.stat().st_size} bytes, not {size}; use "
-                    "another checkpoint")
+            return f"is corrupt: {name} has {path.stat().st_size} bytes, not {size}"
         if _sha256(path) != sha256:
-            return f"is corrupt: {name} does not match its checksum; use another checkpoint"
+            return f"is corrupt: {name} does not match its checksum"
     return None
 
 
@@ -442,7 +440,6 @@ def _with_weights(abstract_state, weights: dict) -> dict:
     return {name: weights[name] if name in weights else
             copies[name]() if name in copies else zeros(array)
             for name, array in stored_arrays(abstract_state).items()}
-
 
 
 def _read_packed(step_dir: pathlib.Path, arrays) -> tuple[dict, dict]:
