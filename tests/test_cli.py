@@ -68,9 +68,7 @@ def test_evaluate_missing_and_corrupt_checkpoints(trained_run, tmp_path):
             f.write_bytes(b"\0garbage")
     assert_one_line_error(run(["mobilenet_jax.evaluate", "--ckpt", str(broken)], tmp_path),
                           "is corrupt: state/")
-    (broken / ckpt_lib.MANIFEST).unlink()  # as written before manifests: orbax finds it out
-    position = json.loads((broken / ckpt_lib.POSITION_FILE).read_text())
-    (broken / ckpt_lib.POSITION_FILE).write_text(json.dumps({**position, "format": 1}))
+    ckpt_lib.write_manifest(broken)  # a manifest of the garbage: orbax finds it out
     assert_one_line_error(run(["mobilenet_jax.evaluate", "--ckpt", str(broken)], tmp_path),
                           "cannot be restored")
     # Such a checkpoint's array data cut in half fails orbax's reads half-way; their
@@ -82,6 +80,7 @@ def test_evaluate_missing_and_corrupt_checkpoints(trained_run, tmp_path):
     data = max((cut / "state" / "ocdbt.process_0" / "d").iterdir(),
                key=lambda p: p.stat().st_size)
     data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
+    ckpt_lib.write_manifest(cut)
     assert_one_line_error(run(["mobilenet_jax.evaluate", "--ckpt", str(cut)], tmp_path,
                               process=True),
                           "cannot be restored")
