@@ -7,6 +7,11 @@ Pure functions for reuse from other JAX code (no hidden state; fine under jit, g
     variables = init_fn(jax.random.key(0), (1, 32, 32, 3))
     logits = apply_fn(variables, images)                                  # eval mode
     logits, batch_stats = apply_fn(variables, images, train=True, rng=key)  # train mode
+
+A model trained on CIFAR-10 ships with the package:
+
+    config, variables = mobilenet_jax.pretrained("cifar10")
+    logits = mobilenet_jax.functions(config)[1](variables, images)  # images: normalised NHWC
 """
 import importlib
 
@@ -16,10 +21,11 @@ from mobilenet_jax.config import Config
 _LAZY = {"ConvKernels": "models.layers", "KERNELS": "models.layers",
          "MobileNetV1": "models.mobilenet", "DepthwiseSeparable": "models.mobilenet",
          "probabilities": "models.mobilenet", "scaled_channels": "models.spec",
-         "create_model": "models.functional", "functions": "models.functional"}
+         "create_model": "models.functional", "functions": "models.functional",
+         "pretrained": "core.restore"}
 
 __all__ = ["Config", "ConvKernels", "KERNELS", "MobileNetV1", "DepthwiseSeparable",
-           "create_model", "functions", "probabilities", "scaled_channels"]
+           "create_model", "functions", "pretrained", "probabilities", "scaled_channels"]
 
 
 def __getattr__(name: str):

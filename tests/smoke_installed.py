@@ -85,6 +85,13 @@ def test_an_image_folder_trains_evaluates_and_predicts(tmp_path):
                                           "images/test/light/0.png", cwd=tmp_path))
 
 
+def test_the_shipped_model_predicts_with_no_data(tmp_path):
+    Image.fromarray(np.full((40, 40, 3), 120, np.uint8)).save(tmp_path / "grey.png")
+    out = succeeded(run("mobilenet_jax.predict", "--pretrained", "cifar10", "--top-k", "10",
+                        "grey.png", cwd=tmp_path))
+    assert all(name in out for name in ("airplane", "ship", "truck")), out
+
+
 def test_tfrecord_data_and_export_name_the_extra_they_need(tmp_path):
     one_line_error(run("mobilenet_jax.train", *TRAIN, "--data-dir", shared_data.subset_dir(),
                        "--epochs", "1", "--workdir", "run", cwd=tmp_path), "[tfrecord]")

@@ -122,5 +122,5 @@ def test_the_readme_layout_names_every_module_and_no_other():
     modules = {p.name for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
     assert modules - named == set(), "modules the README's layout does not name"
     assert named - modules == set(), "names in the README's layout that are no module"
-    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
     assert folders == set(re.findall(r"^  (\w+)/", tree, re.M))
