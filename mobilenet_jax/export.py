@@ -11,7 +11,8 @@ DIR/labels.txt, DIR/metadata.json (input size, normalisation, class names, sourc
 and DIR/parity.json: each model's logits and top-1 against JAX's on the checkpoint's test
 split, accuracies, file sizes and latencies (of one input: one image, or --batch images for the
 TFLite models; the others also of 64 images). The int8 model is calibrated on training images
-of the checkpoint's dataset (or of --image-folder, a folder of the same classes). ONNX and StableHLO exports need no TensorFlow.
+of the checkpoint's dataset (or of --image-folder, a folder of the same classes). ONNX and
+StableHLO exports need no TensorFlow.
 """
 import pathlib
 
