@@ -81,8 +81,8 @@ def main(argv=None):
             raise ValueError(f"--calibration-images must be >= 1, got {args.calibration_images}")
         if args.parity_images is not None and args.parity_images < 0:
             raise ValueError(f"--parity-images must be >= 0, got {args.parity_images}")
-        report = export(ckpt_lib.resolve(cli.checkpoint_arg(args)), pathlib.Path(args.out), args.int8,
-                        args.calibration_images, args.parity_images, args.data_dir,
+        report = export(ckpt_lib.resolve(cli.checkpoint_arg(args)), pathlib.Path(args.out),
+                        args.int8, args.calibration_images, args.parity_images, args.data_dir,
                         bool(args.offline), quiet=process.output_dropped, formats=formats,
                         batch=args.batch, image_folder=args.image_folder)
     except (ValueError, DataError, ckpt_lib.CheckpointError, TFLiteError, OnnxError) as e:

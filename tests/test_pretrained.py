@@ -36,7 +36,8 @@ def test_weights_only_checkpoint_evaluates_as_its_source(folder, folder_run, tmp
     # The source stores the parameters at least twice more (momentum, moving average).
     assert bytes_under(step_dir) < 0.5 * bytes_under(source)
     reports = []
-    for flags in (["--ckpt", str(source)], ["--ckpt", str(step_dir), "--image-folder", str(folder)]):
+    for flags in (["--ckpt", str(source)],
+                  ["--ckpt", str(step_dir), "--image-folder", str(folder)]):
         result = run(["mobilenet_jax.evaluate", *flags, "--json", "e.json"], tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
         report = json.loads((tmp_path / "e.json").read_text())
