@@ -69,7 +69,7 @@ def main(argv=None):
     with counting_cache_hits() as cache_hits:
         for row in rows:
             config, first_policy, mode = row.pop("config"), row.pop("first_policy"), row["mode"]
-            rec = {**row, "resolved": resolve_kernels(config.kernels, info["backend"]),
+            rec = {**row, "resolved": resolve_kernels(config.compute.kernels, info["backend"]),
                    **run_row(config, mode, row["batch"], settings["timing"],
                              args.pipeline and first_policy, args.compile_only, cache_hits)}
             if "img_per_s" in rec:

@@ -4,7 +4,7 @@ import dataclasses
 import sys
 import typing
 
-from mobilenet_jax.config import Config
+from mobilenet_jax import config
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -20,23 +20,22 @@ def parser(module: str, doc: str) -> OneLineErrorParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def _flag_type(f):
-    hint = typing.get_type_hints(Config)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
+def _selected(group: str, name: str, groups, names) -> bool:
+    return (groups is None and names is None) or group in (groups or ()) or name in (names or ())
 
 
-def add_config_flags(parser: argparse.ArgumentParser, names=None, all_optional=False,
-                     defaults: typing.Optional[dict] = None) -> None:
-    """Add one flag per Config field (or per field in `names`), with Config's defaults or those
-    in `defaults`. With `all_optional`, every default is None so a caller can tell given flags
-    from defaults.
+def add_config_flags(parser: argparse.ArgumentParser, groups=None, names=None,
+                     all_optional=False, defaults: typing.Optional[dict] = None) -> None:
+    """Add one flag per config field, or per field of the `groups` and the fields in `names`,
+    with the defaults of config.py or those in `defaults`. With `all_optional`, every default
+    is None so a caller can tell given flags from defaults.
     """
-    for f in dataclasses.fields(Config):
-        if (names is not None and f.name not in names) or f.metadata["from_data"]:
+    for group, f in config.fields():
+        if not _selected(group, f.name, groups, names) or f.metadata["from_data"]:
             continue
         flags = f.metadata["flags"] or ("--" + f.name.replace("_", "-"),)
-        typ = _flag_type(f)
+        hint = typing.get_type_hints(config.GROUPS[group])[f.name]
+        typ = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
         shown = (defaults or {}).get(f.name, f.default)
         default = None if all_optional else shown
         help_text = f"{f.metadata['help']} (default: {shown})"
@@ -72,11 +71,11 @@ def checkpoint_arg(args: argparse.Namespace) -> typing.Optional[str]:
     return checkpoint.PRETRAINED + args.pretrained if args.pretrained else args.ckpt
 
 
-def given_flags(args: argparse.Namespace, names=None) -> dict:
-    """The Config fields given on the command line (flags added with `all_optional`)."""
-    return {k: v for k, v in vars(args).items()
-            if v is not None and k in Config.__dataclass_fields__
-            and (names is None or k in names)}
+def given_flags(args: argparse.Namespace, groups=None, names=None) -> dict:
+    """The config fields given on the command line (flags added with `all_optional`), or
+    those of the `groups` and in `names`."""
+    return {k: v for k, v in vars(args).items() if v is not None and k in config.GROUP_OF
+            and _selected(config.GROUP_OF[k], k, groups, names)}
 
 
 def fail(message: str) -> typing.NoReturn:

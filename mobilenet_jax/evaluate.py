@@ -12,7 +12,7 @@ import json
 
 from mobilenet_jax import cli, process
 from mobilenet_jax.core import checkpoint as ckpt_lib
-from mobilenet_jax.core.restore import MODEL_FLAGS, checkpoint_config
+from mobilenet_jax.core.restore import MODEL_GROUPS, checkpoint_config
 from mobilenet_jax.data.arrays import DataError
 from mobilenet_jax.errors import write_error_line
 from mobilenet_jax.evaluators.classification import evaluate
@@ -27,11 +27,10 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=1000, help="default: 1000")
     parser.add_argument("--per-class", action="store_true", help="print per-class accuracy")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    cli.add_config_flags(parser, names=("data_dir", "offline", "input", "image_folder")
-                         + MODEL_FLAGS, all_optional=True)
+    cli.add_config_flags(parser, MODEL_GROUPS + ("places",), ("input",), all_optional=True)
     cli.add_compile_cache_flag(parser)
     args = parser.parse_args(argv)
-    overrides = cli.given_flags(args, MODEL_FLAGS)
+    overrides = cli.given_flags(args, MODEL_GROUPS)
     try:
         process.use_compile_cache(args.compile_cache)
         if args.batch_size < 1:

@@ -66,7 +66,7 @@ def main(argv=None):
     parser.add_argument("--parity-images", type=int, default=None, metavar="N",
                         help="test images to measure parity on (default: the whole test split; "
                              "0: no parity check, no data needed for a float export)")
-    cli.add_config_flags(parser, names=("data_dir", "offline", "image_folder"), all_optional=True)
+    cli.add_config_flags(parser, ("places",), all_optional=True)
     cli.add_compile_cache_flag(parser)
     args = parser.parse_args(argv)
     try:

@@ -55,10 +55,11 @@ def main(argv=None):
         files, problems = image_files(args.inputs)
         classify, config = load_classifier(ckpt, args.tflite, args.onnx,
                                            process.output_dropped)
-        if config.class_names == ():
+        if config.data.class_names == ():
             print("note: the checkpoint stores no class names (trained before they were "
                   "stored); showing label numbers", file=sys.stderr)
-        results, unreadable = predict(files, classify, config, min(args.top_k, config.num_classes))
+        results, unreadable = predict(files, classify, config,
+                                      min(args.top_k, config.network.num_classes))
         problems += unreadable
     except (ValueError, CheckpointError, TFLiteError, OnnxError) as e:
         cli.fail(str(e))

@@ -10,20 +10,18 @@ from mobilenet_jax.config import Config
 from mobilenet_jax.models.mobilenet import MobileNetV1
 from mobilenet_jax.models.summary import format_table, summarize
 
-MODEL_FLAGS = ("width_multiplier", "resolution", "num_classes", "block", "stem_stride")
-
 
 def main(argv=None):
     process.start_command()
     parser = cli.parser("mobilenet_jax.summary", __doc__)
     # The paper's setting (ImageNet, 224x224) by default: its Tables 1, 2 and 6-8.
-    cli.add_config_flags(parser, names=MODEL_FLAGS, defaults={"resolution": 224,
-                                                              "num_classes": 1000})
+    cli.add_config_flags(parser, groups=("network",), names=("resolution",),
+                         defaults={"resolution": 224, "num_classes": 1000})
     args = parser.parse_args(argv)
     try:
-        config = Config(**{name: getattr(args, name) for name in MODEL_FLAGS})
+        config = Config(**cli.given_flags(args))
         model = MobileNetV1(**config.replace(kernels="reference").model_kwargs())
-        rows = summarize(model, config.resolution)
+        rows = summarize(model, config.data.resolution)
     except ValueError as e:
         cli.fail(str(e))
     print(f"MobileNet v1, alpha={args.width_multiplier}, {args.resolution}x{args.resolution}, "

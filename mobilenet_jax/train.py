@@ -33,12 +33,12 @@ def main(argv=None):
     try:
         process.use_compile_cache(args.compile_cache)
         config = Config().replace(**given)  # validates the flags before anything heavy
-        parallel.maybe_initialize_distributed(config.distributed)
-        pathlib.Path(config.workdir).mkdir(parents=True, exist_ok=True)
+        parallel.maybe_initialize_distributed(config.run.distributed)
+        pathlib.Path(config.run.workdir).mkdir(parents=True, exist_ok=True)
         started = plan.run_config(given)
         # Before reading data starts any thread: a thread keeps the arena it first
         # allocated from (experiments/host_memory).
-        process.keep_freed_memory(estimated_step_bytes(started[0], started[0].batch_size))
+        process.keep_freed_memory(estimated_step_bytes(started[0], started[0].recipe.batch_size))
         run = plan.resolve(given, num_classes_from_data="num_classes" not in given,
                            started=started)
         stop = process.StopSignals()

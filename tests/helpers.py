@@ -53,9 +53,8 @@ def tiny_config(data_dir, workdir, **kw):
 def flags_of(config) -> dict:
     """The flags that make `config`: its fields that differ from the defaults."""
     from mobilenet_jax import Config
-    default = Config()
-    return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)
-            if getattr(config, field.name) != getattr(default, field.name)}
+    default = Config().flat()
+    return {name: value for name, value in config.flat().items() if value != default[name]}
 
 
 def train(config, num_classes_from_data=False, **kwargs) -> dict:

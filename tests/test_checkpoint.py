@@ -120,8 +120,8 @@ def test_a_run_without_a_moving_average_stores_no_ema(tmp_path):
                                                              "batch_stats"}
     restored = restore(step_dir)
     state, config = restored.state, restored.config
-    assert config.ema_decay == 0 and state.ema is None and int(state.step) == 1
-    assert config.precise_bn_batches == 0 and state.precise_batch_stats is None
+    assert config.recipe.ema_decay == 0 and state.ema is None and int(state.step) == 1
+    assert config.recipe.precise_bn_batches == 0 and state.precise_batch_stats is None
 
 
 def test_missing_and_empty_paths_are_checkpoint_errors(tmp_path):
@@ -174,7 +174,7 @@ def test_checkpoint_of_another_architecture_is_refused(step_one, tmp_path):
     # corrupt, and, with a manifest written for the altered files, by comparing shapes
     config_file = step_dir / "config" / "metadata"  # the JsonSave file
     config = json.loads(config_file.read_text())
-    config["width_multiplier"] = 0.25
+    config["network"]["width_multiplier"] = 0.25
     config_file.write_text(json.dumps(config))
     with pytest.raises(ckpt_lib.CheckpointError, match="is corrupt: config/metadata"):
         restore(step_dir)
@@ -184,8 +184,8 @@ def test_checkpoint_of_another_architecture_is_refused(step_one, tmp_path):
 
 
 def test_free_flags_may_differ(step_one):
-    assert restore(step_one / "checkpoints" / "1", {"kernels": "reference"}).config.kernels == \
-        "reference"
+    restored = restore(step_one / "checkpoints" / "1", {"kernels": "reference"})
+    assert restored.config.compute.kernels == "reference"
 
 
 def test_read_config_starts_no_backend(step_one):
@@ -194,10 +194,11 @@ def test_read_config_starts_no_backend(step_one):
     probe = ("import sys\nfrom jax._src import xla_bridge\n"
              "from mobilenet_jax.evaluate import checkpoint_config\n"
              "config = checkpoint_config(sys.argv[1], {'kernels': 'reference'})\n"
-             "print(config.width_multiplier, config.kernels, bool(xla_bridge._backends))")
+             "print(config.network.width_multiplier, config.compute.kernels,\n"
+             "      bool(xla_bridge._backends))")
     out = subprocess.run([sys.executable, "-c", probe, str(step_one / "checkpoints" / "1")],
                          check=True, capture_output=True, text=True).stdout
-    assert out.split() == [str(CONFIG.width_multiplier), "reference", "False"]
+    assert out.split() == [str(CONFIG.network.width_multiplier), "reference", "False"]
 
 
 # ---- integrity ------------------------------------------------------------------------------
@@ -294,7 +295,7 @@ from mobilenet_jax import Config
 from mobilenet_jax.core import checkpoint, parallel, steps
 config = Config(width_multiplier=0.1, num_classes=10)
 # a state of the model's structure and shapes, in zeros: nothing to compile before saving
-shapes = steps.build(config).abstract_state(parallel.Devices(config.batch_size))
+shapes = steps.build(config).abstract_state(parallel.Devices(config.recipe.batch_size))
 state = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), shapes)
 checkpoints = checkpoint.Checkpoints(sys.argv[1], keep=3, keep_best=False)
 step = checkpoints.latest_step() or 0
@@ -373,7 +374,7 @@ import sys, threading, time, jax, numpy as np, orbax.checkpoint as ocp
 from mobilenet_jax import Config
 from mobilenet_jax.core import checkpoint, parallel, steps
 config = Config(width_multiplier=0.1, num_classes=10)
-shapes = steps.build(config).abstract_state(parallel.Devices(config.batch_size))
+shapes = steps.build(config).abstract_state(parallel.Devices(config.recipe.batch_size))
 state = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), shapes)
 checkpoints = checkpoint.Checkpoints(sys.argv[1], keep=3, keep_best=False)
 checkpoints.save(state.replace(step=1), config, {"step": 1, "rng": [0, 0]})

@@ -10,6 +10,7 @@ from PIL import Image
 
 from helpers import assert_one_line_error, run
 from mobilenet_jax import Config
+from mobilenet_jax.config import flatten, load_json
 from mobilenet_jax.core import steps
 from mobilenet_jax.data import from_tfds
 from mobilenet_jax.deploy import onnx, stablehlo, tflite
@@ -164,7 +165,7 @@ def test_predict_refuses_a_model_its_metadata_does_not_describe(exported, tmp_pa
     metadata = json.loads((out / "metadata.json").read_text())
     (tmp_path / "model.onnx").write_bytes((out / "model.onnx").read_bytes())
     for field, value in (("num_classes", 10), ("resolution", 64)):
-        config = {**metadata["config"], field: value}
+        config = {**flatten(metadata["config"]), field: value}
         if field == "num_classes":
             config["class_names"] = [str(i) for i in range(10)]
         (tmp_path / "metadata.json").write_text(json.dumps({"config": config}))
@@ -214,7 +215,7 @@ def test_a_qat_fine_tune_exports_to_int8(trained_run, subset_dir, tmp_path):
                   "--lr", "0.005", "--warmup-epochs", "0", "--data-dir", subset_dir,
                   "--offline", "--workdir", "qat", "--no-progress"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads((tmp_path / "qat" / "config.json").read_text())["qat"] is True
+    assert load_json(tmp_path / "qat" / "config.json").recipe.qat is True
     result = run(["mobilenet_jax.export", "--ckpt", "qat", "--out", "o", "--int8",
                   "--calibration-images", "40", "--parity-images", "20",
                   "--data-dir", subset_dir, "--offline"], tmp_path)

@@ -83,10 +83,10 @@ def test_block_larger_than_a_thread_heap_is_reused_when_the_step_is_that_large()
 def test_step_buffer_estimate_tracks_xla(train):
     """The estimate behind the allocator choice is within 1.5x of XLA's own temp buffer."""
     config = Config(width_multiplier=0.25, batch_size=32)
-    devices = Devices(config.batch_size)
+    devices = Devices(config.recipe.batch_size)
     training = steps.build(config)
     state = training.new_state(jax.random.key(0), devices)
-    batch = devices.global_batch({**synthetic_batch(32, config.num_classes),
+    batch = devices.global_batch({**synthetic_batch(32, config.network.num_classes),
                                   "mask": np.ones(32, np.float32)})
     jitted = training.jit_steps(devices)
     lowered = (jitted.train.lower(state, batch, jax.random.key(0)) if train

@@ -1,5 +1,6 @@
 """Own data: a folder of images, any TFDS image dataset, statistics from the training split,
 and fine-tuning from a checkpoint."""
+import dataclasses
 import json
 import os
 
@@ -7,10 +8,12 @@ import chex
 import jax
 import numpy as np
 import pytest
+
 from PIL import Image
 
 from helpers import CLASSES, REPO, assert_one_line_error, run, run_in_one_process, train
 from mobilenet_jax import Config
+from mobilenet_jax.config import flatten
 from mobilenet_jax.data import arrays, from_folder, from_tfds
 from mobilenet_jax.data.synthetic import write_colour_folder
 from mobilenet_jax.core import checkpoint as ckpt_lib
@@ -28,7 +31,7 @@ def test_folder_loads_as_squares_with_names_from_folders(folder):
 
 
 def test_folder_trains_above_chance_and_evaluates_from_the_checkpoint_alone(folder, folder_run):
-    config = json.loads((folder_run / "config.json").read_text())
+    config = flatten(json.loads((folder_run / "config.json").read_text()))
     assert config["num_classes"] == 3 and tuple(config["class_names"]) == CLASSES
     assert config["image_folder"] == str(folder) and config["image_size"] == 32
     result = run(["mobilenet_jax.evaluate", "--ckpt", str(folder_run), "--json", "e.json"],
@@ -48,12 +51,12 @@ def test_folder_trains_above_chance_and_evaluates_from_the_checkpoint_alone(fold
 def test_stored_statistics_equal_numpy_over_the_training_split(folder, folder_run):
     """mean/std in the config are the training images' per-channel statistics (pixels in
     [0, 1]), computed here independently with numpy in one pass."""
-    config = json.loads((folder_run / "config.json").read_text())
+    config = flatten(json.loads((folder_run / "config.json").read_text()))
     pixels = from_folder.load(folder, "train", 32).images.reshape(-1, 3) / 255.0
     np.testing.assert_allclose(config["mean"], pixels.mean(0), rtol=1e-9)
     np.testing.assert_allclose(config["std"], pixels.std(0), rtol=1e-9)
     stored = restore(ckpt_lib.resolve(folder_run)).config
-    assert stored.mean == tuple(config["mean"]) and stored.std == tuple(config["std"])
+    assert stored.data.mean == tuple(config["mean"]) and stored.data.std == tuple(config["std"])
 
 
 def test_another_tfds_image_dataset_trains_through_the_same_path(tmp_path):
@@ -67,8 +70,9 @@ def test_another_tfds_image_dataset_trains_through_the_same_path(tmp_path):
             result = train(config, num_classes_from_data=True)
         assert result["step"] == 4 and np.isfinite(result["train_loss"])
         stored = restore(ckpt_lib.resolve(tmp_path / name)).config
-        assert stored.image_size == size and len(stored.class_names) == stored.num_classes
-        assert stored.num_classes == (10 if name == "mnist" else 5)
+        assert stored.data.image_size == size
+        assert len(stored.data.class_names) == stored.network.num_classes
+        assert stored.network.num_classes == (10 if name == "mnist" else 5)
 
 
 def test_finetune_from_a_subset_checkpoint(trained_run, folder, tmp_path):
@@ -86,8 +90,9 @@ def test_finetune_from_a_subset_checkpoint(trained_run, folder, tmp_path):
     assert "a new classifier for 3 classes" in result.stdout
     restored = restore(ckpt_lib.resolve(workdir))
     state, config = restored.state, restored.config
-    assert config.width_multiplier == source.width_multiplier  # taken from the source
-    assert config.init_from == str(source_dir) and config.num_classes == 3
+    # the source's network, with the new data's number of classes
+    assert config.network == dataclasses.replace(source.network, num_classes=3)
+    assert config.start.init_from == str(source_dir) and config.network.num_classes == 3
     for name in ("params", "batch_stats"):
         new, old = getattr(state, name), source_state.eval_variables()[name]
         for module in old:
@@ -218,7 +223,7 @@ def test_a_short_run_evaluates_as_it_trained(tmp_path):
                  batch_size=32, val_fraction=0, progress=False, checkpoint_every=6,
                  workdir=str(tmp_path / "run")), num_classes_from_data=True)
     model = restore(ckpt_lib.resolve(tmp_path / "run"))
-    test = from_folder.load(tmp_path / "colours", "test", model.config.image_size)
+    test = from_folder.load(tmp_path / "colours", "test", model.config.data.image_size)
     evaluate = steps.build(model.config).jit_steps(model.devices).eval
 
     def top1(state):

@@ -96,7 +96,7 @@ def assert_same_step(a_dir, b_dir, start_dir=None):
     no more than summation order makes them."""
     a, b = restored(a_dir), restored(b_dir)
     start = (restored(start_dir).state if start_dir else
-             jax.jit(steps.build(a.config).init_state)(jax.random.key(a.config.seed)))
+             jax.jit(steps.build(a.config).init_state)(jax.random.key(a.config.start.seed)))
     assert int(a.state.step) == int(b.state.step) == int(start.step) + 1
     assert a.position == b.position
     for name, difference in relative_difference(a.state, b.state, start).items():

@@ -7,6 +7,7 @@ from PIL import Image
 
 from helpers import assert_one_line_error, run
 from numerics import gamma
+from mobilenet_jax.config import load_json
 from mobilenet_jax.core import checkpoint as ckpt_lib
 from mobilenet_jax.data import from_tfds
 from mobilenet_jax.evaluators import classification
@@ -75,8 +76,7 @@ def test_predict_agrees_with_evaluate(trained_run, subset_dir, tmp_path):
         assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1
         for r in p["top_k"]:
             assert set(r) == {"label", "class", "probability"} and isinstance(r["label"], int)
-            assert r["class"] == json.loads((cwd / "config.json").read_text())[
-                "class_names"][r["label"]]
+            assert r["class"] == load_json(cwd / "config.json").data.class_names[r["label"]]
     # The printed form names the classes: CIFAR-100's fine labels of the subset.
     assert any(name in result.stdout for name in ("bee", "couch", "girl", "lawn_mower", "whale",
                                                   "wolf"))

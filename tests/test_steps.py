@@ -28,18 +28,18 @@ def in_float64(state: steps.TrainState, config: Config) -> steps.TrainState:
 
 def test_schedules_match_their_formulas():
     c = Config(lr=0.1, batch_size=256, epochs=10, warmup_epochs=2)  # peak 0.2 by linear scaling
-    cosine = steps.learning_rate_schedule(c, steps_per_epoch=10)
+    cosine = steps.learning_rate_schedule(c.recipe, steps_per_epoch=10)
     assert float(cosine(0)) == 0 and float(cosine(10)) == pytest.approx(0.1)
     assert float(cosine(20)) == pytest.approx(0.2)
     assert float(cosine(60)) == pytest.approx(0.2 * 0.5 * (1 + np.cos(np.pi * 40 / 80)))
     assert float(cosine(100)) == pytest.approx(0.0, abs=1e-9)
-    step = steps.learning_rate_schedule(c.replace(schedule="step"), 10)
+    step = steps.learning_rate_schedule(c.replace(schedule="step").recipe, 10)
     assert [float(step(s)) for s in (49, 50, 74, 75)] == pytest.approx([0.2, 0.02, 0.02, 0.002])
-    const = steps.learning_rate_schedule(c.replace(schedule="constant"), 10)
+    const = steps.learning_rate_schedule(c.replace(schedule="constant").recipe, 10)
     assert [float(const(s)) for s in (10, 20, 99)] == pytest.approx([0.1, 0.2, 0.2])
     # x0.5 every 2.5 epochs (25 steps) after the 20 warm-up steps, in whole steps of decay
     exponential = steps.learning_rate_schedule(
-        c.replace(schedule="exponential", lr_decay_factor=0.5, lr_decay_epochs=2.5), 10)
+        c.replace(schedule="exponential", lr_decay_factor=0.5, lr_decay_epochs=2.5).recipe, 10)
     assert [float(exponential(s)) for s in (10, 20, 44, 45, 70, 99)] == pytest.approx(
         [0.1, 0.2, 0.2, 0.1, 0.05, 0.025])
 
@@ -48,7 +48,7 @@ def test_schedules_match_their_formulas():
 def test_weight_decay_skips_batchnorm_and_bias(optimizer):
     c = Config(optimizer=optimizer, weight_decay=0.1, lr=1.0, warmup_epochs=0, schedule="constant",
                batch_size=128)
-    tx = steps.create_optimizer(c, steps.learning_rate_schedule(c, 10))
+    tx = steps.create_optimizer(c.recipe, steps.learning_rate_schedule(c.recipe, 10))
     params = {"conv": {"kernel": jnp.ones((3, 3, 1, 2))}, "bn": {"scale": jnp.ones(2)},
               "dense": {"bias": jnp.ones(2)}}
     zero = jax.tree.map(jnp.zeros_like, params)
@@ -63,7 +63,7 @@ def test_depthwise_kernels_can_go_undecayed():
     hand-computed step (SGD without momentum: p -= lr * wd * p)."""
     c = Config(weight_decay=0.1, lr=1.0, momentum=0.0, warmup_epochs=0, schedule="constant",
                batch_size=128, decay_depthwise=False)
-    tx = steps.create_optimizer(c, steps.learning_rate_schedule(c, 10))
+    tx = steps.create_optimizer(c.recipe, steps.learning_rate_schedule(c.recipe, 10))
     params = {"depthwise": jnp.ones((3, 3, 1, 8)), "stem": jnp.ones((3, 3, 3, 8)),
               "pointwise": jnp.ones((1, 1, 1, 8)), "dense": jnp.ones((8, 4))}
     updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
@@ -82,7 +82,8 @@ def test_backbone_lr_scale_scales_every_backbone_update_and_no_head_update():
         updates = {}
         for scale in (1.0, 0.1):
             config = c.replace(backbone_lr_scale=scale)
-            tx = steps.create_optimizer(config, steps.learning_rate_schedule(config, 10))
+            recipe = config.recipe
+            tx = steps.create_optimizer(recipe, steps.learning_rate_schedule(recipe, 10))
             updates[scale] = as_float64(tx.update(grads, tx.init(params), params)[0])
     assert_same(updates[0.1]["block1"], jax.tree.map(lambda u: 0.1 * u, updates[1.0]["block1"]))
     assert_same(updates[0.1]["classifier"], updates[1.0]["classifier"])
@@ -93,7 +94,7 @@ def test_sgd_step_is_nesterov_momentum_with_decay():
     """One hand-computed step: g' = g + wd*p; v = g'; p -= lr * (g' + m*v)."""
     c = Config(lr=0.5, batch_size=128, weight_decay=0.1, momentum=0.9, warmup_epochs=0,
                schedule="constant")
-    tx = steps.create_optimizer(c, steps.learning_rate_schedule(c, 10))
+    tx = steps.create_optimizer(c.recipe, steps.learning_rate_schedule(c.recipe, 10))
     p, g = {"w": jnp.full((2, 2), 2.0)}, {"w": jnp.full((2, 2), 1.0)}
     updates, _ = tx.update(g, tx.init(p), p)
     np.testing.assert_allclose(np.asarray(optax.apply_updates(p, updates)["w"]),
@@ -279,20 +280,20 @@ def test_runs_that_differ_only_in_what_no_step_reads_share_their_jitted_steps():
 
 
 def test_a_step_that_reads_a_field_no_step_is_given_fails_when_traced(monkeypatch, fresh_steps):
-    """The steps are given a StepsConfig: a step changed to read a field of the run outside
-    it (here the seed) fails when traced, where a shared step would have read another run's."""
+    """The steps are given a StepsConfig: a step changed to read a group of the run outside
+    it (here the seed's) fails when traced, where a shared step would have read another run's."""
     config = Config(width_multiplier=0.05, num_classes=7, batch_size=4)
     given = steps.train_inputs
 
     def reads_the_seed(batch, rng, config):
-        return given(batch, jax.random.fold_in(rng, config.seed), config)
+        return given(batch, jax.random.fold_in(rng, config.start.seed), config)
 
     monkeypatch.setattr(steps, "train_inputs", reads_the_seed)
     devices = parallel.Devices(4)
     training = steps.build(config)
     batch = {"image": jax.ShapeDtypeStruct((4, 32, 32, 3), jnp.uint8),
              "label": jax.ShapeDtypeStruct((4,), jnp.int32)}
-    with pytest.raises(AttributeError, match="seed"):
+    with pytest.raises(AttributeError, match="start"):
         training.jit_steps(devices).train.lower(training.abstract_state(devices), batch,
                                                 jax.random.key(0))
-    assert not hasattr(training.config, "seed") and config.seed == 0
+    assert not hasattr(training.config, "start") and config.start.seed == 0

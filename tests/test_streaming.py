@@ -13,10 +13,12 @@ import chex
 import jax
 import numpy as np
 import pytest
+
 from PIL import Image
 
 from helpers import CLASSES, run, tiny_config, train
 from mobilenet_jax import process
+from mobilenet_jax.config import flatten
 from mobilenet_jax.core.restore import restore
 from mobilenet_jax.data import arrays, from_folder, from_tfds, images, streaming
 
@@ -130,7 +132,7 @@ def test_auto_streams_what_does_not_fit(folder, tmp_path, monkeypatch):
                   "--workdir", "straight"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("streaming it from disk instead") == 1, result.stdout
-    config = json.loads((tmp_path / "straight" / "config.json").read_text())
+    config = flatten(json.loads((tmp_path / "straight" / "config.json").read_text()))
     assert config["random_resized_crops"] is True and config["image_size"] == 32
     monkeypatch.undo()  # the memory evaluated from
     for input in ("stream", "memory"):
@@ -234,7 +236,7 @@ def test_a_tfds_dataset_of_large_images_prepared_as_array_record_streams(folder,
                   "--precise-bn-batches", "1", "--input", "stream", "--no-progress",
                   "--workdir", "run"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config = flatten(json.loads((tmp_path / "run" / "config.json").read_text()))
     assert config["random_resized_crops"] and config["class_names"] == list(CLASSES)
     result = run(["mobilenet_jax.evaluate", "--ckpt", "run", *data, "--json", "e.json"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -79,7 +79,7 @@ def test_resuming_with_a_different_architecture_is_refused(subset_dir, tmp_path)
         plan.run_config({"width_multiplier": 0.5, "workdir": str(tmp_path)})
     same, resuming, _ = plan.run_config({"max_steps": 4, "keep": 1, "workdir": str(tmp_path)})
     assert resuming
-    assert same.width_multiplier == 0.1 and same.max_steps == 4 and same.keep == 1
+    assert same.network.width_multiplier == 0.1 and same.run.max_steps == 4 and same.run.keep == 1
 
 
 def test_resume_falls_back_past_a_corrupt_newest_checkpoint(subset_dir, tmp_path, capsys):
@@ -111,7 +111,8 @@ def test_max_steps_applies_to_the_invocation_that_passes_it(subset_dir, tmp_path
     assert "nothing to train" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["4", "latest"]
     without, _, _ = plan.run_config({"workdir": str(tmp_path)})
-    assert without.max_steps is None and without.keep == Config().keep  # not the stored 2
+    assert without.run.max_steps is None
+    assert without.run.keep == Config().run.keep  # not the stored 2
     assert train(without.replace(max_steps=6))["step"] == 6
 
 
@@ -119,8 +120,9 @@ def test_a_run_records_its_class_names_and_keeps_them(subset_dir, tmp_path):
     config = tiny_config(subset_dir, tmp_path, max_steps=2)
     train(config)
     stored = restore(tmp_path / "checkpoints" / "2").config
-    assert len(stored.class_names) == 100 and stored.class_names[6] == "bee"
-    assert plan.run_config({"workdir": str(tmp_path)})[0].class_names == stored.class_names
+    assert len(stored.data.class_names) == 100 and stored.data.class_names[6] == "bee"
+    resumed, _, _ = plan.run_config({"workdir": str(tmp_path)})
+    assert resumed.data.class_names == stored.data.class_names
     with pytest.raises(ValueError, match="trained on classes"):
         plan.with_class_names(stored, tuple(f"c{i}" for i in range(100)))
 
@@ -136,8 +138,8 @@ def test_a_preset_gives_its_values_and_given_flags_win(folder, tmp_path):
     config = load_json(tmp_path / "run" / "config.json")
     given = {"num_classes": len(CLASSES), "resolution": 32, "batch_size": 8}
     for name, value in PRESETS["imagenet"].items():
-        assert getattr(config, name) == given.get(name, value), name
-    assert config.random_resized_crops  # streamed, images of varied sizes
+        assert config.flat()[name] == given.get(name, value), name
+    assert config.data.random_resized_crops  # streamed, images of varied sizes
 
 
 def test_a_resumed_or_fine_tuned_run_reads_each_config_once(subset_dir, tmp_path, monkeypatch):

@@ -40,7 +40,7 @@ def main():
     parser.add_argument("--dir", default=None, help="where to write (default: the temp dir)")
     args = parser.parse_args()
     config = Config(width_multiplier=args.alpha, num_classes=100)
-    training, devices = steps.build(config), Devices(config.batch_size)
+    training, devices = steps.build(config), Devices(config.recipe.batch_size)
     arrays = checkpoint.stored_arrays(training.new_state(jax.random.key(0), devices))
     abstract = checkpoint.stored_arrays(training.abstract_state(devices))
     shardings = jax.tree.map(lambda a: a.sharding, abstract)

@@ -32,9 +32,9 @@ class StepVariants:
     """The train step of `config` on 1 device, on 8 devices, and with per-device BatchNorm."""
 
     def __init__(self, config: Config):
-        assert not config.augment and config.batch_size % DEVICES == 0
+        assert not config.data.augment and config.recipe.batch_size % DEVICES == 0
         self.config, self.training = config, steps.build(config)
-        self.devices = Devices(config.batch_size)
+        self.devices = Devices(config.recipe.batch_size)
         self.rng = jax.random.key(0)
         self.one = jax.jit(lambda s, b: steps.train_step(
             s, b, self.rng, config=config, schedule=self.training.schedule)[0])
@@ -49,15 +49,15 @@ class StepVariants:
     def _per_device_bn_step(self, state, batch):
         """The step with BatchNorm statistics over each device's share of the batch only."""
         config, model = self.config, self.training.model
-        images = augment.normalize(batch["image"], config.resolution)
+        images = augment.normalize(batch["image"], config.data.resolution)
         split = lambda t: t.reshape(DEVICES, -1, *t.shape[1:])  # noqa: E731
 
         def loss_fn(params):
             def share(x, y):
                 logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
                                               x, train=True, mutable=["batch_stats"])
-                targets = jax.nn.one_hot(y, config.num_classes)
-                return (steps.cross_entropy(logits, targets, config.label_smoothing).mean(),
+                targets = jax.nn.one_hot(y, config.network.num_classes)
+                return (steps.cross_entropy(logits, targets, config.recipe.label_smoothing).mean(),
                         updates["batch_stats"])
             losses, stats = jax.vmap(share)(split(images), split(batch["label"]))
             return losses.mean(), jax.tree.map(lambda s: s.mean(0), stats)
@@ -71,7 +71,7 @@ class StepVariants:
         per collection: the largest entry difference ("leaf": of any leaf) and the global one
         ("relative": relative_difference)."""
         reference = self.one(state, batch)
-        orders = [np.random.default_rng(k).permutation(self.config.batch_size)
+        orders = [np.random.default_rng(k).permutation(self.config.recipe.batch_size)
                   for k in range(reorderings)]
         results = {"eight_devices": [self.on_eight(state, batch)],
                    "reordered": [self.one(state, {k: v[o] for k, v in batch.items()})

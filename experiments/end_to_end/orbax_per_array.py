@@ -35,7 +35,7 @@ def measure(name, tree):
 
 def main():
     config = Config(width_multiplier=0.1)
-    shapes = steps.build(config).abstract_state(parallel.Devices(config.batch_size))
+    shapes = steps.build(config).abstract_state(parallel.Devices(config.recipe.batch_size))
     arrays = checkpoint.stored_arrays(jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype),
                                                    shapes))
     leaves = jax.tree.leaves(arrays)

@@ -16,7 +16,7 @@ from mobilenet_jax.core import checkpoint, parallel, steps
 def main():
     for alpha in (0.1, 1.0):
         config = Config(width_multiplier=alpha)
-        devices = parallel.Devices(config.batch_size)
+        devices = parallel.Devices(config.recipe.batch_size)
         state = steps.build(config).new_state(jax.random.key(0), devices)
         blocking, written = [], []
         with tempfile.TemporaryDirectory() as directory:

@@ -31,15 +31,15 @@ def main():
         model = restore.restore(checkpoint.resolve(run))
         state, devices = model.state, model.devices
         config = model.config.replace(precise_bn_batches=args.batches)
-        train = sources.load_split(config, config.split)
-        train, _ = arrays.split_validation(train, config.val_fraction, config.seed)
+        train = sources.load_split(config, config.data.split)
+        train, _ = arrays.split_validation(train, config.data.val_fraction, config.start.seed)
         test = sources.load_split(config, "test")
         jitted = steps.build(config).jit_steps(devices)
         base_rng = jax.random.wrap_key_data(np.asarray(model.position["rng"], np.uint32))
         last_epoch = model.step // model.position["steps_per_epoch"] - 1
 
         def top1(s):
-            sums = evaluate_split(s, test, config.batch_size, devices, jitted.eval)
+            sums = evaluate_split(s, test, config.recipe.batch_size, devices, jitted.eval)
             return sums["top1"] / sums["count"]
 
         row = {"run": run, "batches": args.batches, "as_saved": top1(state)}

@@ -85,7 +85,7 @@ def main():
         evaluate = steps.build(config).jit_steps(devices).eval
 
         def top1(s):
-            sums = evaluate_split(s, test, config.batch_size, devices, evaluate)
+            sums = evaluate_split(s, test, config.recipe.batch_size, devices, evaluate)
             return sums["top1"] / sums["count"]
 
         row = {"run": run, "input": args.input, "variance": args.variance,
@@ -95,7 +95,7 @@ def main():
             params = weights[name]
             start = time.perf_counter()
             stats = jax.block_until_ready(precise_statistics(
-                state, params, config, train, config.batch_size, args.batches,
+                state, params, config, train, config.recipe.batch_size, args.batches,
                 args.input == "augmented", args.variance == "pooled"))
             row[f"precise_{name}_weights_s"] = round(time.perf_counter() - start, 2)
             row[f"precise_{name}_weights"] = top1(with_statistics(state, params, stats))

@@ -90,7 +90,8 @@ def main():
         lines += train_lines((out / "train.log").read_text())
     if (out / "metrics.jsonl").exists():
         epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        config = load(out / "config.json") or {}
+        stored = load(out / "config.json") or {}  # grouped, or flat as written before the groups
+        config = {**stored, **stored.get("network", {}), **stored.get("recipe", {})}
         lines += run_against_steps(epochs, grid, config.get("width_multiplier", 1.0),
                                    config.get("batch_size", 512))
     result = load(out / "eval.json")

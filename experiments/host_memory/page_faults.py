@@ -31,12 +31,13 @@ def main():
     args = parser.parse_args()
 
     config = Config(width_multiplier=args.alpha, batch_size=args.batch_size)
-    step_bytes = {"auto": estimated_step_bytes(config, config.batch_size),
+    step_bytes = {"auto": estimated_step_bytes(config, config.recipe.batch_size),
                   "single": process.THREAD_HEAP_BYTES + 1, "per-thread": 0}[args.arenas]
     applied = process.keep_freed_memory(step_bytes) if args.keep_freed_memory else False
     single = applied and process.needs_single_arena(step_bytes)
-    devices = Devices(config.batch_size)
-    batch = devices.global_batch(synthetic_batch(config.batch_size, config.num_classes))
+    devices = Devices(config.recipe.batch_size)
+    batch = devices.global_batch(synthetic_batch(config.recipe.batch_size,
+                                                 config.network.num_classes))
     training = steps.build(config)
     state = training.new_state(jax.random.key(0), devices)
     step = training.jit_steps(devices).train.lower(state, batch, jax.random.key(1)).compile()

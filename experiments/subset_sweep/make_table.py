@@ -4,6 +4,7 @@ import json
 import pathlib
 import statistics
 
+from mobilenet_jax.config import flatten
 from mobilenet_jax.training import curves
 from mobilenet_jax.models.mobilenet import MobileNetV1
 from mobilenet_jax.models.summary import summarize, totals
@@ -16,7 +17,8 @@ def main():
     runs = {}
     for path in sorted(RESULTS.glob("*-seed*.json")):
         name, seed = path.stem.rsplit("-seed", 1)
-        runs.setdefault(name, {})[int(seed)] = json.loads(path.read_text())
+        result = json.loads(path.read_text())
+        runs.setdefault(name, {})[int(seed)] = {**result, "config": flatten(result["config"])}
     lines = ["| α | stem stride | resolution | parameters | mult-adds | test top-1, seed 0 / 1 "
              "| mean | training wall time, seed 0 / 1 |", "|---|---|---|---|---|---|---|---|"]
     def order(item):  # the α x stem sweep (stride 2 first), then the resolutions

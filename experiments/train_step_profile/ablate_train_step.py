@@ -61,7 +61,7 @@ VARIANTS = {
 def run_variant(name, config, timing):
     over = dict(VARIANTS[name])
     dw = over.pop("depthwise", None)
-    policy = spec.resolve_kernels(config.kernels)
+    policy = spec.resolve_kernels(config.compute.kernels)
     saved_nn, saved_kernels = model_mod.nn, layers.KERNELS[policy]
     try:
         model_mod.nn = patched_nn(**over)

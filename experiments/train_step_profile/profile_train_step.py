@@ -59,12 +59,12 @@ def main():
     config = Config(width_multiplier=args.alpha, kernels=args.kernels,
                     batch_size=args.batch_size)
     # The allocator of the CLIs, so the profile does not show page faults they do not pay.
-    process.keep_freed_memory(estimated_step_bytes(config, config.batch_size,
+    process.keep_freed_memory(estimated_step_bytes(config, config.recipe.batch_size,
                                                            args.mode == "train"))
-    devices = Devices(config.batch_size)
-    local = synthetic_batch(config.batch_size, config.num_classes)
+    devices = Devices(config.recipe.batch_size)
+    local = synthetic_batch(config.recipe.batch_size, config.network.num_classes)
     if args.mode == "infer":
-        local["mask"] = np.ones((config.batch_size,), np.float32)
+        local["mask"] = np.ones((config.recipe.batch_size,), np.float32)
     batch = devices.global_batch(local)
     training = steps.build(config)
     state = training.new_state(jax.random.key(0), devices)
@@ -110,8 +110,9 @@ def main():
             kind = (f'{e["name"]} {shapes.get(e["name"], "")}', kind[1])
         per_kind[kind] += e["dur"] / 1e3 / args.steps
         calls[kind] += 1 / args.steps
-    print(f"{args.mode}: alpha {args.alpha}, kernels {config.kernels}, batch {config.batch_size}: "
-          f"{step_ms:.1f} ms per step untraced ({config.batch_size / step_ms * 1e3:,.0f} img/s)")
+    batch = config.recipe.batch_size
+    print(f"{args.mode}: alpha {args.alpha}, kernels {config.compute.kernels}, batch {batch}: "
+          f"{step_ms:.1f} ms per step untraced ({batch / step_ms * 1e3:,.0f} img/s)")
     print(f"{'ms/step':>8} {'calls':>6}  op kind (ops inside)")
     for (name, ops), ms in per_kind.most_common(args.top):
         print(f"{ms:8.2f} {calls[(name, ops)]:6.0f}  {name} ({', '.join(ops)})")

@@ -36,11 +36,12 @@ VARIANTS = {"bare step": None,
 def bench_loop(config: Config, round_s: float = 1.0, rounds: int = 7, min_steps: int = 20) -> dict:
     """Median seconds per step of each of VARIANTS over `rounds` rounds of about `round_s`
     seconds (at least `min_steps` steps) each."""
-    devices = Devices(config.batch_size)
+    devices = Devices(config.recipe.batch_size)
     training = steps.build(config, STEPS_PER_EPOCH)
     train = training.jit_steps(devices).train
     rng = jax.random.key(1)
-    fixed = devices.global_batch(synthetic_batch(config.batch_size, config.num_classes))
+    fixed = devices.global_batch(synthetic_batch(config.recipe.batch_size,
+                                                 config.network.num_classes))
     holder = [training.new_state(jax.random.key(0), devices)]
     steps_per_round = min_steps
 
@@ -54,10 +55,10 @@ def bench_loop(config: Config, round_s: float = 1.0, rounds: int = 7, min_steps:
     def looped(input_on: bool, ahead: dict):
         def run():
             bar = tqdm(total=steps_per_round, file=io.StringIO(), leave=False)
-            metrics = StepMetrics(config.batch_size, lambda: None, ahead["lag"])
+            metrics = StepMetrics(config.recipe.batch_size, lambda: None, ahead["lag"])
             metrics.on_read = lambda sums: bar.set_postfix(
                 loss=f"{sums['loss'] / sums['count']:.3f}", refresh=False)
-            batches = (prefetch(arrays.train_batches(split, config.batch_size, 0, 0),
+            batches = (prefetch(arrays.train_batches(split, config.recipe.batch_size, 0, 0),
                                 devices.global_batch, ahead["prefetch"])
                        if input_on else itertools.repeat(fixed, steps_per_round))
             holder[0], _, _ = loop.train_steps(holder[0], batches, train, rng, metrics, 0,
@@ -71,7 +72,7 @@ def bench_loop(config: Config, round_s: float = 1.0, rounds: int = 7, min_steps:
     t = time.perf_counter()
     bare()
     steps_per_round = max(min_steps, round(round_s * min_steps / (time.perf_counter() - t)))
-    split = synthetic_split(config.batch_size * steps_per_round, config.num_classes)
+    split = synthetic_split(config.recipe.batch_size * steps_per_round, config.network.num_classes)
     runs = {name: bare if how is None else looped(*how) for name, how in VARIANTS.items()}
     for run in runs.values():  # warm up
         run()

@@ -42,15 +42,15 @@ def forward_mult_adds(config: Config) -> int:
     """Counted from shapes, the same for every kernel formulation; naming the backend keeps
     JAX's from starting before the allocator is set."""
     model = MobileNetV1(**config.model_kwargs(backend="cpu"))
-    return totals(summarize(model, config.resolution))["mult_adds"]
+    return totals(summarize(model, config.data.resolution))["mult_adds"]
 
 
 def bench_train(config: Config, timing: dict, pipeline: bool,
                 cache_hits: Callable[[], int] = lambda: 0, compile_only: bool = False) -> dict:
     """`cache_hits`: how many compiles the compilation cache has served so far (to tell a
     compile from a load). `compile_only`: the compile time alone."""
-    devices = Devices(config.batch_size)
-    local = synthetic_batch(config.batch_size, config.num_classes)
+    devices = Devices(config.recipe.batch_size)
+    local = synthetic_batch(config.recipe.batch_size, config.network.num_classes)
     batch = devices.global_batch(local)
     rng = jax.random.key(1)
 
@@ -68,7 +68,8 @@ def bench_train(config: Config, timing: dict, pipeline: bool,
         return metrics
     res = time_steps(one, jax.block_until_ready, **timing)
     res.update(compile_s=compile_s, compile_cached=cached,
-               img_per_s=config.batch_size / res["median_step_s"], memory=memory_info(compiled))
+               img_per_s=config.recipe.batch_size / res["median_step_s"],
+               memory=memory_info(compiled))
     del compiled, state, holder
     if pipeline:
         res["pipeline"] = bench_pipeline(config, devices, batch, res, timing)
@@ -82,14 +83,14 @@ def bench_pipeline(config, devices, batch, res, timing) -> dict:
     `make_array_from_process_local_data`. Both timed directly: the difference of two step
     medians is below this machine's run-to-run noise."""
     prepare = jax.jit(lambda images, key: steps.normalize(
-        augment.augment(images, key) if config.augment else images, config))
+        augment.augment(images, key) if config.data.augment else images, config))
     key = jax.random.key(2)
     on_device = time_steps(lambda: prepare(batch["image"], key), jax.block_until_ready,
                            **timing)["median_step_s"]
-    split = synthetic_split(max(config.batch_size * 20, 10_000), config.num_classes)
+    split = synthetic_split(max(config.recipe.batch_size * 20, 10_000), config.network.num_classes)
     times = []
     for epoch in range(2):
-        it = arrays.train_batches(split, config.batch_size, 0, epoch)
+        it = arrays.train_batches(split, config.recipe.batch_size, 0, epoch)
         while True:
             t = time.perf_counter()
             local = next(it, None)
@@ -113,7 +114,7 @@ def bench_infer(config: Config, batch_size: int, timing: dict,
     devices = Devices(batch_size)
     training = steps.build(config)
     state = training.new_state(jax.random.key(0), devices)
-    local = synthetic_batch(batch_size, config.num_classes)
+    local = synthetic_batch(batch_size, config.network.num_classes)
     local["mask"] = np.ones((batch_size,), np.float32)
     batch = devices.global_batch(local)
     images = jax.jit(lambda x: steps.normalize(x, config))(batch["image"])

@@ -7,15 +7,13 @@ from typing import Optional
 
 import jax
 
-from mobilenet_jax.config import Config
+from mobilenet_jax.config import GROUP_OF, Config, Places, Run
 from mobilenet_jax.core import checkpoint, steps
 from mobilenet_jax.core.parallel import Devices
 
-# The model's flags that evaluating commands accept; they must match the checkpoint's...
-MODEL_FLAGS = ("width_multiplier", "num_classes", "block", "stem_stride", "dtype", "kernels",
-               "resolution")
-# ...except these, which change how the same weights are run, not which weights.
-FREE_FLAGS = ("dtype", "kernels")
+# The config groups whose flags evaluating commands accept: the network's must match the
+# checkpoint's; the compute flags change how the same weights are run.
+MODEL_GROUPS = ("network", "compute")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +34,9 @@ def checkpoint_config(step_dir, overrides: Optional[dict] = None) -> Config:
     must match it. Starts no JAX backend."""
     config = checkpoint.read_config(step_dir)
     for name, value in (overrides or {}).items():
-        if name not in FREE_FLAGS and getattr(config, name) != value:
+        if GROUP_OF[name] != "compute" and config.flat()[name] != value:
             raise checkpoint.CheckpointError(
-                f"checkpoint {step_dir} is a model with {name}={getattr(config, name)!r}, but "
+                f"checkpoint {step_dir} is a model with {name}={config.flat()[name]!r}, but "
                 f"{name}={value!r} was passed; drop the flag or pass a matching checkpoint")
     return config.replace(**(overrides or {}))
 
@@ -67,8 +65,8 @@ def write_weights(step_dir, directory, **config_changes) -> pathlib.Path:
     ran it), with `config_changes` (e.g. the TFDS dataset of an image folder's classes).
     Returns the new step dir."""
     model = restore(step_dir)
-    config = model.config.replace(workdir=Config().workdir, data_dir=None, image_folder=None,
-                                  init_from=None, **config_changes)
+    config = model.config.replace(places=Places(), run=Run(), init_from=None,
+                                  **config_changes)
     checkpoints = checkpoint.Checkpoints(directory, keep=1, keep_best=False)
     try:
         checkpoints.save_arrays(model.step, jax.device_get(model.state.eval_variables()),

@@ -15,7 +15,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from mobilenet_jax.config import Config
+from mobilenet_jax.config import Compute, Config, Data, Network, Recipe
 from mobilenet_jax.core import quantization
 from mobilenet_jax.core.parallel import Devices
 from mobilenet_jax.data import augment, mixing
@@ -25,47 +25,15 @@ from mobilenet_jax.models.spec import HEAD
 
 @dataclasses.dataclass(frozen=True)
 class StepsConfig:
-    """The fields of a run's Config that the model, schedule, optimizer and steps read, and no
-    others: it is all the steps are given, so they cannot read another field by accident."""
-    # the network
-    num_classes: int
-    width_multiplier: float
-    block: str
-    stem_stride: int
-    dropout: float
-    dtype: str
-    kernels: str
-    # its input
-    resolution: int
-    mean: tuple
-    std: tuple
-    augment: bool
-    random_resized_crops: bool
-    mixup_alpha: float
-    cutmix_alpha: float
-    label_smoothing: float
-    # the schedule and optimizer
-    lr: float
-    batch_size: int
-    epochs: int
-    warmup_epochs: float
-    schedule: str
-    lr_decay_epochs: float
-    lr_decay_factor: float
-    optimizer: str
-    momentum: float
-    weight_decay: float
-    decay_depthwise: bool
-    rmsprop_eps: float
-    freeze_backbone: bool
-    backbone_lr_scale: float
-    qat: bool
-    # what the state keeps besides the weights
-    ema_decay: float
-    precise_bn_batches: int
+    """The groups of a run's Config that the model, schedule, optimizer and steps read, and no
+    others: it is all the steps are given, so they cannot read where the run lives or how it
+    is run."""
+    network: Network
+    compute: Compute
+    data: Data
+    recipe: Recipe
 
-    model_kwargs = Config.model_kwargs  # they read only fields that this holds
-    scaled_lr = Config.scaled_lr
+    model_kwargs = Config.model_kwargs  # it reads only groups that this holds
 
     @classmethod
     def of(cls, config: Config) -> "StepsConfig":
@@ -74,8 +42,8 @@ class StepsConfig:
 
 class TrainState(train_state.TrainState):
     batch_stats: Any
-    ema: Any = None  # {"params", "batch_stats"} averaged over steps, when config.ema_decay > 0
-    # BatchNorm statistics recomputed with the evaluated weights (config.precise_bn_batches);
+    ema: Any = None  # {"params", "batch_stats"} averaged over steps, when recipe.ema_decay > 0
+    # BatchNorm statistics recomputed with the evaluated weights (recipe.precise_bn_batches);
     # the train step carries them unchanged.
     precise_batch_stats: Any = None
 
@@ -98,48 +66,48 @@ def update_ema(ema: dict, variables: dict, decay) -> dict:
     return jax.tree.map(lambda a, v: decay * a + (1.0 - decay) * v, ema, variables)
 
 
-def learning_rate_schedule(config: StepsConfig, steps_per_epoch: int) -> optax.Schedule:
-    peak = config.scaled_lr()
-    total = config.epochs * steps_per_epoch
-    warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
-    if config.schedule == "cosine":
+def learning_rate_schedule(recipe: Recipe, steps_per_epoch: int) -> optax.Schedule:
+    peak = recipe.scaled_lr()
+    total = recipe.epochs * steps_per_epoch
+    warmup = min(int(recipe.warmup_epochs * steps_per_epoch), total - 1)
+    if recipe.schedule == "cosine":
         return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total, end_value=0.0)
-    if config.schedule == "step":
+    if recipe.schedule == "step":
         after = optax.piecewise_constant_schedule(
             peak, {int(0.5 * total) - warmup: 0.1, int(0.75 * total) - warmup: 0.1})
-    elif config.schedule == "exponential":
+    elif recipe.schedule == "exponential":
         after = optax.exponential_decay(
-            peak, max(1, round(config.lr_decay_epochs * steps_per_epoch)),
-            config.lr_decay_factor, staircase=True)
+            peak, max(1, round(recipe.lr_decay_epochs * steps_per_epoch)),
+            recipe.lr_decay_factor, staircase=True)
     else:
         after = optax.constant_schedule(peak)
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
 
 
-def create_optimizer(config: StepsConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
-    optimizer = _optimizer(config, schedule)
-    if not (config.freeze_backbone or config.backbone_lr_scale != 1.0):
+def create_optimizer(recipe: Recipe, schedule: optax.Schedule) -> optax.GradientTransformation:
+    optimizer = _optimizer(recipe, schedule)
+    if not (recipe.freeze_backbone or recipe.backbone_lr_scale != 1.0):
         return optimizer
-    backbone = (optax.set_to_zero() if config.freeze_backbone
-                else optax.chain(optimizer, optax.scale(config.backbone_lr_scale)))
+    backbone = (optax.set_to_zero() if recipe.freeze_backbone
+                else optax.chain(optimizer, optax.scale(recipe.backbone_lr_scale)))
     return optax.multi_transform(
         {"head": optimizer, "backbone": backbone},
         lambda params: {name: "head" if name == HEAD else "backbone" for name in params})
 
 
-def _optimizer(config: StepsConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
+def _optimizer(recipe: Recipe, schedule: optax.Schedule) -> optax.GradientTransformation:
     # Decay conv and dense kernels only: BatchNorm scale/offset and biases are 1-D; depthwise
     # kernels are the 3x3 ones with one input channel.
     decay_mask = functools.partial(jax.tree.map, lambda p: p.ndim > 1 and (
-        config.decay_depthwise or p.shape[:3] != (3, 3, 1)))
-    if config.optimizer == "adamw":
-        return optax.adamw(schedule, b1=config.momentum, weight_decay=config.weight_decay,
+        recipe.decay_depthwise or p.shape[:3] != (3, 3, 1)))
+    if recipe.optimizer == "adamw":
+        return optax.adamw(schedule, b1=recipe.momentum, weight_decay=recipe.weight_decay,
                            mask=decay_mask)
-    if config.optimizer == "rmsprop":  # the paper's optimizer (TF-style RMSProp)
-        base = optax.rmsprop(schedule, decay=0.9, eps=config.rmsprop_eps, momentum=config.momentum)
+    if recipe.optimizer == "rmsprop":  # the paper's optimizer (TF-style RMSProp)
+        base = optax.rmsprop(schedule, decay=0.9, eps=recipe.rmsprop_eps, momentum=recipe.momentum)
     else:
-        base = optax.sgd(schedule, momentum=config.momentum, nesterov=config.momentum > 0)
-    return optax.chain(optax.add_decayed_weights(config.weight_decay, decay_mask), base)
+        base = optax.sgd(schedule, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
+    return optax.chain(optax.add_decayed_weights(recipe.weight_decay, decay_mask), base)
 
 
 # ---- the steps: pure functions of (state, batch, rng) ---------------------------------------
@@ -165,8 +133,9 @@ def cross_entropy(logits, targets, label_smoothing=0.0):
 
 def normalize(images_uint8: jax.Array, config: "Config | StepsConfig") -> jax.Array:
     """The network's input: images resized and standardised as the run's config says."""
-    return augment.normalize(images_uint8, config.resolution, config.mean, config.std,
-                          jnp.dtype(config.dtype))
+    data = config.data
+    return augment.normalize(images_uint8, data.resolution, data.mean, data.std,
+                             jnp.dtype(config.compute.dtype))
 
 
 def float32_input(images_uint8, config: Config) -> np.ndarray:
@@ -178,27 +147,27 @@ def float32_input(images_uint8, config: Config) -> np.ndarray:
 def train_inputs(batch: dict, rng: jax.Array, config: StepsConfig):
     """The network's input and targets of a training batch: augmented, standardised, mixed."""
     images = batch["image"]
-    if config.augment and not config.random_resized_crops:  # those were cropped on the host
+    if config.data.augment and not config.data.random_resized_crops:  # cropped on the host
         images = augment.augment(images, rng)
     images = normalize(images, config)
-    targets = jax.nn.one_hot(batch["label"], config.num_classes)
-    if config.mixup_alpha or config.cutmix_alpha:
+    targets = jax.nn.one_hot(batch["label"], config.network.num_classes)
+    if config.recipe.mixup_alpha or config.recipe.cutmix_alpha:
         images, targets = mixing.mix_batch(images, targets, jax.random.fold_in(rng, 1),
-                                           config.mixup_alpha, config.cutmix_alpha)
+                                           config.recipe.mixup_alpha, config.recipe.cutmix_alpha)
     return images, targets
 
 
 def forward_quantization(config: StepsConfig) -> tuple[Callable, Callable]:
     """(weights transform, context maker) of a training forward pass: fake int8 with
-    `config.qat` (core/quantization.py), else the identity and no context."""
-    if config.qat:
+    `config.recipe.qat` (core/quantization.py), else the identity and no context."""
+    if config.recipe.qat:
         return quantization.fake_quantized_params, quantization.fake_quantized_inputs
     return (lambda params: params), contextlib.nullcontext
 
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: StepsConfig,
                schedule: optax.Schedule):
-    """One optimizer step (`config.optimizer`). Returns the new state and the batch's summed
+    """One optimizer step (`config.recipe.optimizer`). Returns the new state and the batch's summed
     metrics (and the lr)."""
     rng = jax.random.fold_in(rng, state.step)
     augment_rng, dropout_rng = jax.random.split(rng)
@@ -211,9 +180,9 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: StepsC
         with quantized_inputs():
             logits, updates = state.apply_fn(
                 {"params": weights(params), "batch_stats": state.batch_stats}, images,
-                train=not config.freeze_backbone,
+                train=not config.recipe.freeze_backbone,
                 rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
-        losses = cross_entropy(logits, targets, config.label_smoothing)
+        losses = cross_entropy(logits, targets, config.recipe.label_smoothing)
         return losses.mean(), (logits, losses, updates["batch_stats"])
 
     grads, (logits, losses, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -221,7 +190,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: StepsC
     if state.ema is not None:
         new_state = new_state.replace(ema=update_ema(
             state.ema, {"params": new_state.params, "batch_stats": batch_stats},
-            ema_decay_at(state.step, config.ema_decay)))
+            ema_decay_at(state.step, config.recipe.ema_decay)))
     metrics = classification_metrics(logits, batch["label"], losses, jnp.ones_like(losses))
     metrics["lr"] = schedule(state.step)
     return new_state, metrics
@@ -246,7 +215,7 @@ def eval_step(state: TrainState, batch: dict, *, config: StepsConfig):
     """Summed metrics of a (masked) batch, and whether each example's top-1 is right."""
     images = normalize(batch["image"], config)
     logits = state.apply_fn(state.eval_variables(), images, train=False)
-    losses = cross_entropy(logits, jax.nn.one_hot(batch["label"], config.num_classes))
+    losses = cross_entropy(logits, jax.nn.one_hot(batch["label"], config.network.num_classes))
     correct = jnp.argmax(logits, -1) == batch["label"]
     return classification_metrics(logits, batch["label"], losses, batch["mask"]), correct
 
@@ -270,13 +239,14 @@ class Training:
     optimizer: optax.GradientTransformation
 
     def init_state(self, rng: jax.Array) -> TrainState:
-        image = jnp.zeros((1, self.config.resolution, self.config.resolution, 3), jnp.float32)
+        side = self.config.data.resolution
+        image = jnp.zeros((1, side, side, 3), jnp.float32)
         variables = self.model.init(rng, image)
         # A frozen backbone's BatchNorm keeps the statistics it was trained with.
-        precise = self.config.precise_bn_batches and not self.config.freeze_backbone
+        precise = self.config.recipe.precise_bn_batches and not self.config.recipe.freeze_backbone
         state = TrainState.create(apply_fn=self.model.apply, params=variables["params"],
                                   batch_stats=variables["batch_stats"], tx=self.optimizer,
-                                  ema=variables if self.config.ema_decay else None,
+                                  ema=variables if self.config.recipe.ema_decay else None,
                                   precise_batch_stats=variables["batch_stats"] if precise else None)
         # A strongly typed step, as a restored one is: one compiled train step for both.
         return state.replace(step=jnp.zeros((), jnp.int32))
@@ -305,9 +275,9 @@ def build(config: Config, steps_per_epoch: int = 1) -> Training:
 def _build(config: StepsConfig, steps_per_epoch: int) -> Training:
     # One model object per config: a TrainState's apply_fn is bound to it, and jit traces a
     # step anew for a state whose apply_fn is bound to another (equal) model object.
-    schedule = learning_rate_schedule(config, steps_per_epoch)
+    schedule = learning_rate_schedule(config.recipe, steps_per_epoch)
     return Training(config, MobileNetV1(**config.model_kwargs()), schedule,
-                    create_optimizer(config, schedule))
+                    create_optimizer(config.recipe, schedule))
 
 
 @functools.lru_cache(maxsize=16)

@@ -9,11 +9,11 @@ from mobilenet_jax.data.streaming import StreamedSplit
 def load_split(config, split: str, data_dir: Optional[str] = None, offline: bool = False,
                say: Callable[[str], None] = print) -> Split | StreamedSplit:
     """A split of the run's data, its image folder or its TFDS dataset, held in memory or
-    streamed as config.input says."""
-    if config.image_folder:
-        return from_folder.load(config.image_folder, split, config.resolution,
-                                config.class_names if split != "train" else None, say,
-                                config.input, config.data_workers)
-    return from_tfds.load(config.dataset, split, data_dir or config.data_dir,
-                          offline or config.offline, config.resolution, config.input,
-                          config.data_workers, say)
+    streamed as config.run.input says."""
+    if config.places.image_folder:
+        return from_folder.load(config.places.image_folder, split, config.data.resolution,
+                                config.data.class_names if split != "train" else None, say,
+                                config.run.input, config.run.data_workers)
+    return from_tfds.load(config.data.dataset, split, data_dir or config.places.data_dir,
+                          offline or config.places.offline, config.data.resolution,
+                          config.run.input, config.run.data_workers, say)

@@ -34,15 +34,15 @@ def calibration_images(config: Config, count: int, data_dir, offline: bool,
                        batch: int = 1) -> list:
     """`count` training images of the checkpoint's dataset (a fixed random choice),
     standardised as the network's inputs, in (batch, H, W, 3) arrays (a remainder left out)."""
-    train = sources.load_split(config, config.split, data_dir, offline)
-    chosen = np.random.default_rng([config.seed, 0xCA1]).permutation(len(train))[:count]
+    train = sources.load_split(config, config.data.split, data_dir, offline)
+    chosen = np.random.default_rng([config.start.seed, 0xCA1]).permutation(len(train))[:count]
     images = steps.float32_input(train.images_at(np.sort(chosen)), config)
     return [images[i:i + batch] for i in range(0, len(images) - batch + 1, batch)]
 
 
 def metadata(config: Config, step_dir, step: int, formats: tuple, int8: bool,
              batch: int = 1) -> dict:
-    r = config.resolution
+    r = config.data.resolution
     tflite_files = "tflite" in formats
     return {
         "model": FLOAT_MODEL if tflite_files else None,
@@ -61,14 +61,14 @@ def metadata(config: Config, step_dir, step: int, formats: tuple, int8: bool,
                   "dtype": "float32 (int8 for model_int8: q = round(x / scale) + zero_point, "
                            "both stored in the model)",
                   "preprocessing": "centre square crop; bilinear (antialiased) resize to "
-                                   + (f"{config.image_size}x{config.image_size}, then " if
-                                      config.image_size != r else "")
+                                   + (f"{config.data.image_size}x{config.data.image_size}, then " if
+                                      config.data.image_size != r else "")
                                    + f"{r}x{r}; pixels / 255; (x - mean) / std per channel",
-                  "mean": list(config.mean), "std": list(config.std)},
-        "output": {"shape": [batch, config.num_classes], "meaning": "logits (softmax gives "
+                  "mean": list(config.data.mean), "std": list(config.data.std)},
+        "output": {"shape": [batch, config.network.num_classes], "meaning": "logits (softmax gives "
                    "probabilities)", "labels": "labels.txt, line i is label i"},
         "class_names": list(config.label_names()),
-        "width_multiplier": config.width_multiplier, "resolution": r,
+        "width_multiplier": config.network.width_multiplier, "resolution": r,
         "source": {"checkpoint": str(step_dir), "step": step},
         "config": config.to_dict(),
     }
@@ -137,7 +137,8 @@ def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 5
         onnx.check_installed()
     restored = restore.restore(step_dir)
     state = restored.state
-    config = restored.config.replace(image_folder=image_folder or restored.config.image_folder)
+    config = restored.config.replace(
+        image_folder=image_folder or restored.config.places.image_folder)
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "labels.txt").write_text("".join(f"{n}\n" for n in config.label_names()))
@@ -176,7 +177,7 @@ def export(step_dir, out: pathlib.Path, int8: bool = False, calibration: int = 5
         f"labels.txt and metadata.json")
 
     report = {"checkpoint": str(step_dir), "step": restored.step,
-              "dataset": config.image_folder or config.dataset,
+              "dataset": config.places.image_folder or config.data.dataset,
               "file_bytes": sizes, "threads": os.cpu_count()}
     if int8:
         report["int8_size_over_float"] = sizes["int8"] / sizes["float"]

@@ -35,7 +35,7 @@ def fold(config: Config, variables: dict) -> tuple[list, dict]:
     """(folded convs in the network's order, the classifier's {'kernel', 'bias'}) of a
     checkpoint's eval variables (numpy arrays, any float dtype)."""
     params, stats = variables["params"], variables["batch_stats"]
-    convs = [_fold(params["stem"], params["stem_bn"], stats["stem_bn"], config.stem_stride)]
+    convs = [_fold(params["stem"], params["stem_bn"], stats["stem_bn"], config.network.stem_stride)]
     for i, (_, strides) in enumerate(PAPER_BLOCKS):
         block, block_stats = params[f"block{i + 1}"], stats[f"block{i + 1}"]
         depthwise = block["depthwise"]["kernel"]

@@ -42,7 +42,7 @@ def convert(config: Config, variables: dict,
     from jax2onnx import to_onnx
     convs, classifier = folded.fold(config, variables)
     forward = functools.partial(folded.forward, convs, classifier)
-    r = config.resolution
+    r = config.data.resolution
     try:
         with quiet():
             model = to_onnx(forward, inputs=[("batch", r, r, 3)], model_name="mobilenet_v1",

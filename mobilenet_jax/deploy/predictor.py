@@ -40,7 +40,7 @@ def image_files(inputs) -> tuple[list, list]:
 
 def model_input(image: np.ndarray, config: Config) -> np.ndarray:
     """One uint8 RGB image of any size -> the network's input (1, res, res, 3) float32."""
-    square = imagefiles.square_image(image, config.image_size)
+    square = imagefiles.square_image(image, config.data.image_size)
     return steps.float32_input(square[None], config)
 
 
@@ -82,9 +82,9 @@ def predict(files, classify: Callable, config: Config, k: int) -> tuple[list, li
     if not readable:
         return [], problems
     logits = classify(np.concatenate(inputs))
-    if logits.shape[1:] != (config.num_classes,):
+    if logits.shape[1:] != (config.network.num_classes,):
         raise ValueError(f"the model gives {logits.shape[-1]} logits an image where its "
-                         f"metadata.json says {config.num_classes} classes; keep the "
+                         f"metadata.json says {config.network.num_classes} classes; keep the "
                          "metadata.json that export wrote beside the model")
     names = config.label_names()
     return [{"file": str(path), "top_k": top_k(row, k, names)}

@@ -36,7 +36,7 @@ def serialize(config: Config, variables: dict) -> bytes:
         return model.apply(constants, images, train=False)
 
     batch, = export.symbolic_shape("batch")
-    r = config.resolution
+    r = config.data.resolution
     exported = export.export(jax.jit(logits), platforms=PLATFORMS)(
         jax.ShapeDtypeStruct((batch, r, r, 3), jnp.float32))
     return bytes(exported.serialize())

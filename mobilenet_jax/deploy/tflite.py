@@ -43,7 +43,7 @@ def convert(config: Config, variables: dict, calibration: Optional[Iterable[np.n
     forward = tf.function(
         jax2tf.convert(lambda x: model.apply(variables, x, train=False), with_gradient=False),
         autograph=False,
-        input_signature=[tf.TensorSpec((batch, config.resolution, config.resolution, 3),
+        input_signature=[tf.TensorSpec((batch, config.data.resolution, config.data.resolution, 3),
                                        tf.float32)])
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [forward.get_concrete_function()], forward)

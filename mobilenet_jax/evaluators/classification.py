@@ -42,13 +42,13 @@ def evaluate(step_dir, split: str = "test", data_dir=None, offline: bool = False
     """The checkpoint in `step_dir` on a split of its run's data, or of `image_folder` (held in
     memory or streamed as `input`, by default its run's config, says): a JSON-ready report."""
     model = restore.restore(step_dir, overrides)
-    config = model.config.replace(input=input or model.config.input,
-                                  image_folder=image_folder or model.config.image_folder)
+    config = model.config.replace(input=input or model.config.run.input,
+                                  image_folder=image_folder or model.config.places.image_folder)
     batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
     dataset = sources.load_split(config, split, data_dir, offline)
     step_fn = steps.build(config).jit_steps(model.devices).eval
     sums = evaluate_split(model.state, dataset, batch_size, model.devices, step_fn,
-                          config.num_classes)
+                          config.network.num_classes)
     per_class_correct, per_class_count = sums["per_class_correct"], sums["per_class_count"]
     n = sums["count"]
     names = dataset.class_names or config.label_names()
@@ -57,4 +57,4 @@ def evaluate(step_dir, split: str = "test", data_dir=None, offline: bool = False
             "loss": sums["loss"] / n,
             "per_class": {names[c]: {"label": c, "examples": int(per_class_count[c]),
                                      "top1": per_class_correct[c] / per_class_count[c]}
-                          for c in range(config.num_classes) if per_class_count[c]}}
+                          for c in range(config.network.num_classes) if per_class_count[c]}}

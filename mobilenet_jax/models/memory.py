@@ -14,7 +14,8 @@ def estimated_step_bytes(config: Config, batch_size: int, train: bool = True) ->
     keeps every layer output for the backward, inference a few at a time; the factors are
     XLA's measured ratios (experiments/host_memory)."""
     model = MobileNetV1(**config.model_kwargs(backend="cpu"))  # asking JAX would start it
-    image = jax.ShapeDtypeStruct((1, config.resolution, config.resolution, 3), jnp.float32)
+    side = config.data.resolution
+    image = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
     variables = jax.eval_shape(functools.partial(model.init, capture_intermediates=True),
                                jax.eval_shape(jax.random.key, 0), image)
     sizes = [leaf.size * leaf.dtype.itemsize

@@ -7,6 +7,7 @@ import pathlib
 import threading
 from typing import Optional
 
+from mobilenet_jax.config import flatten
 from mobilenet_jax.errors import short_reason
 
 METRICS = ("loss", "top1", "top5")
@@ -50,6 +51,7 @@ TITLE = ("α", "stem stride", "res", "data")
 
 def facts(config: dict) -> dict:
     """{"α": 0.25, ..., "data": "cifar100"} of a stored config (fields it lacks left out)."""
+    config = flatten(config)
     out = {name: config[key] for name, key in LEGEND.items() if key in config}
     out["data"] = config.get("image_folder") or config.get("dataset")
     return out

@@ -25,16 +25,16 @@ def initial_state(config: Config, source: Source, training: steps.Training, devi
         source.step_dir, steps.build(source.config).abstract_state(devices), source.config)
     state = training.new_state(rng, devices)
     source_variables = source_state.eval_variables()  # its moving average, where it kept one
-    new_head = source.config.num_classes != config.num_classes
+    new_head = source.config.network.num_classes != config.network.num_classes
     params = {name: state.params[name] if name == HEAD and new_head
               else source_variables["params"][name] for name in state.params}
     variables = {"params": params, "batch_stats": source_variables["batch_stats"]}
     say(f"starting from {source.step_dir} (step {position['step']}, "
-        f"{source.config.num_classes} classes): "
+        f"{source.config.network.num_classes} classes): "
         f"backbone {'and classifier ' if not new_head else ''}from it"
-        + (f", a new classifier for {config.num_classes} classes" if new_head else "")
-        + (f"; resolution {source.config.resolution} -> {config.resolution}"
-           if source.config.resolution != config.resolution else ""))
+        + (f", a new classifier for {config.network.num_classes} classes" if new_head else "")
+        + (f"; resolution {source.config.data.resolution} -> {config.data.resolution}"
+           if source.config.data.resolution != config.data.resolution else ""))
     # The average starts as its own copy: the train step donates every buffer of the state.
     ema = jax.tree.map(jnp.copy, variables) if state.ema is not None else None
     precise = (jax.tree.map(jnp.copy, variables["batch_stats"])

@@ -31,19 +31,19 @@ def train(plan: Plan, stop_requested: Callable[[], Optional[str]] = lambda: None
     """Train (or resume) the planned run in its workdir. Returns the final metrics.
     `stop_requested` (polled every step, e.g. `process.StopSignals`) returns a reason to stop
     or None; given a reason, the loop checkpoints and returns."""
-    config, workdir = plan.config, pathlib.Path(plan.config.workdir)
+    config, workdir = plan.config, pathlib.Path(plan.config.run.workdir)
     main_process = jax.process_index() == 0
     say = print if main_process else _silent
-    devices = parallel.Devices(config.batch_size)
+    devices = parallel.Devices(config.recipe.batch_size)
     training = steps.build(config, plan.steps_per_epoch)
-    checkpoints = ckpt_lib.Checkpoints(workdir / "checkpoints", config.keep,
+    checkpoints = ckpt_lib.Checkpoints(workdir / "checkpoints", config.run.keep,
                                        keep_best=plan.val_split is not None, say=say)
     state, rng = first_state(plan, training, checkpoints, devices, say)
     if main_process:
         save_json(config, workdir / "config.json")
-    if config.max_steps is not None and int(state.step) >= config.max_steps:
+    if config.run.max_steps is not None and int(state.step) >= config.run.max_steps:
         checkpoints.close()
-        say(f"the run is at step {int(state.step)}, which --max-steps {config.max_steps} does "
+        say(f"the run is at step {int(state.step)}, which --max-steps {config.run.max_steps} does "
             "not pass: nothing to train (drop the flag or raise it to go on)")
         return {"step": int(state.step), "stopped": True}
 
@@ -53,7 +53,7 @@ def train(plan: Plan, stop_requested: Callable[[], Optional[str]] = lambda: None
     log = MetricsLog(workdir, main_process)
     curve_writer = curves.CurvesWriter(workdir, say) if main_process else None
     step, summary = int(state.step), {}
-    metrics = StepMetrics(config.batch_size, checkpoints.latest_step, ahead["lag"])
+    metrics = StepMetrics(config.recipe.batch_size, checkpoints.latest_step, ahead["lag"])
     try:
         while step < plan.total_steps:
             epoch = step // plan.steps_per_epoch
@@ -67,7 +67,7 @@ def train(plan: Plan, stop_requested: Callable[[], Optional[str]] = lambda: None
                 return {"step": step, "stopped": True}
             summary = {"epoch": epoch + 1, **metrics.summary(),
                        "train_s": round(time.perf_counter() - start, 3)}
-            saving = (epoch + 1) % config.checkpoint_every == 0 or step == plan.total_steps
+            saving = (epoch + 1) % config.run.checkpoint_every == 0 or step == plan.total_steps
             if plan.val_split is not None or saving:
                 state, seconds = work.with_precise_statistics(state, epoch)
                 summary.update({"precise_bn_s": seconds} if seconds is not None else {})
@@ -76,7 +76,7 @@ def train(plan: Plan, stop_requested: Callable[[], Optional[str]] = lambda: None
             log.write(step, summary)
             if curve_writer:
                 curve_writer.update()
-            say(format_epoch(summary, config.epochs))
+            say(format_epoch(summary, config.recipe.epochs))
             if saving:
                 work.save(state, {"val_top1": summary["val_top1"]} if "val_top1" in summary
                           else None)
@@ -96,11 +96,11 @@ def first_state(plan: Plan, training: steps.Training, checkpoints: ckpt_lib.Chec
                 devices: parallel.Devices, say: Callable) -> tuple:
     """(state, the run's RNG key): the latest checkpoint's, the fine-tune source's weights in a
     new state, or a new state."""
-    rng = jax.random.key(plan.config.seed)
+    rng = jax.random.key(plan.config.start.seed)
     step = checkpoints.latest_step()
     if step is not None:
         state, _, position = checkpoints.restore(step, training.abstract_state(devices))
-        say(f"resuming {plan.config.workdir} from step {step} "
+        say(f"resuming {plan.config.run.workdir} from step {step} "
             f"(epoch {step // plan.steps_per_epoch + 1})")
         return state, jax.random.wrap_key_data(np.asarray(position["rng"], np.uint32))
     if plan.source is not None:
@@ -121,7 +121,7 @@ class EpochWork:
     prefetch: int  # global batches placed on the devices ahead (parallel.run_ahead)
 
     def should_stop(self, step: int) -> Optional[str]:
-        max_steps = self.plan.config.max_steps
+        max_steps = self.plan.config.run.max_steps
         if max_steps is not None and step >= max_steps:
             return f"--max-steps {max_steps}"
         return _agreed_stop(self.stop_requested(), step)
@@ -141,7 +141,7 @@ class EpochWork:
         """The validation split's metrics (`val_...`) and the seconds they took (`val_s`)."""
         start = time.perf_counter()
         metrics = summarize_metrics(evaluate_split(state, self.plan.val_split,
-                                                   self.plan.config.batch_size, self.devices,
+                                                   self.plan.config.recipe.batch_size, self.devices,
                                                    self.jitted.eval), "val")
         return {**metrics, "val_s": round(time.perf_counter() - start, 3)}
 
@@ -158,13 +158,14 @@ def train_epoch(state, step: int, work: EpochWork, metrics: StepMetrics, show_pr
     """The rest of the epoch that `step` is in. Returns (state, step, a stop reason or None)."""
     config, steps_per_epoch = work.plan.config, work.plan.steps_per_epoch
     epoch, offset = divmod(step, steps_per_epoch)
-    bar = tqdm(total=steps_per_epoch, initial=offset, desc=f"epoch {epoch + 1}/{config.epochs}",
-               unit="step", disable=not (config.progress and show_progress), leave=False)
+    bar = tqdm(total=steps_per_epoch, initial=offset,
+               desc=f"epoch {epoch + 1}/{config.recipe.epochs}",
+               unit="step", disable=not (config.run.progress and show_progress), leave=False)
     metrics.start_epoch()
     metrics.on_read = functools.partial(_show_progress, bar, metrics)
     batches = work.plan.train_split.train_batches(
-        config.batch_size, config.seed, epoch, offset, work.devices.process_index,
-        work.devices.process_count, config.random_resized_crops)
+        config.recipe.batch_size, config.start.seed, epoch, offset, work.devices.process_index,
+        work.devices.process_count, config.data.random_resized_crops)
     with contextlib.closing(prefetch(batches, work.devices.global_batch,
                                      work.prefetch)) as on_devices:
         state, step, stop = train_steps(state, on_devices, work.jitted.train, work.rng, metrics,

@@ -11,12 +11,15 @@ import dataclasses
 import pathlib
 from typing import Optional
 
-from mobilenet_jax.config import Config, load_json
+import jax
+import jax.numpy as jnp
+
+from mobilenet_jax.config import GROUP_OF, GROUPS, Config, load_json
 from mobilenet_jax.core import checkpoint as ckpt_lib
 from mobilenet_jax.data import arrays, sources
 from mobilenet_jax.data.streaming import StreamedSplit
-
-ARCHITECTURE = ("width_multiplier", "block", "stem_stride")  # what a fine-tune must keep
+from mobilenet_jax.models.mobilenet import MobileNetV1
+from mobilenet_jax.models.spec import HEAD
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +39,7 @@ class Plan:
 
     @property
     def total_steps(self) -> int:
-        return self.config.epochs * self.steps_per_epoch
+        return self.config.recipe.epochs * self.steps_per_epoch
 
 
 def resolve(given: dict, num_classes_from_data: bool = False,
@@ -47,63 +50,74 @@ def resolve(given: dict, num_classes_from_data: bool = False,
     config, resuming, source = started or run_config(given)
     # a run trained on crops of the full images needs them again
     train_split = sources.load_split(
-        config.replace(input="stream") if config.random_resized_crops else config, config.split)
+        config.replace(input="stream") if config.data.random_resized_crops else config,
+        config.data.split)
     config = with_class_names(config, train_split.class_names,
                               num_classes_from_data and not resuming)
-    train_split, val_split = arrays.split_validation(train_split, config.val_fraction, config.seed)
+    train_split, val_split = arrays.split_validation(train_split, config.data.val_fraction,
+                                                     config.start.seed)
     if not resuming:  # what this and later commands need to feed the network, read once
         mean, std = train_split.channel_statistics()
         config = config.replace(image_size=train_split.side, mean=mean, std=std,
-                                random_resized_crops=config.augment and isinstance(
+                                random_resized_crops=config.data.augment and isinstance(
                                     train_split, StreamedSplit) and not train_split.fixed_size)
-    steps_per_epoch = len(train_split) // config.batch_size
+    steps_per_epoch = len(train_split) // config.recipe.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"the training split has {len(train_split)} examples, fewer than one "
-                         f"batch of {config.batch_size}; lower --batch-size")
+                         f"batch of {config.recipe.batch_size}; lower --batch-size")
     return Plan(config, source, train_split, val_split, steps_per_epoch)
 
 
 def run_config(given: dict) -> tuple[Config, bool, Optional[Source]]:
-    """(config, resuming, source). Where the workdir holds a run: that run's config (resume)
-    with this invocation's run-control flags (defaults where not passed) and locations;
-    refused if another flag differs. Otherwise the flags, with the architecture flags not
-    given taken from an --init-from checkpoint."""
+    """(config, resuming, source). Where the workdir holds a run: that run's config (resume),
+    each group as its `on_resume` says; refused if a flag of a fixed group differs. Otherwise
+    the flags, the network's not given taken from an --init-from checkpoint."""
     config = Config().replace(**given)
-    workdir = pathlib.Path(config.workdir)
+    workdir = pathlib.Path(config.run.workdir)
     if (workdir / "config.json").exists() and (workdir / "checkpoints" / ckpt_lib.LATEST).exists():
         saved = load_json(workdir / "config.json")
-        may_differ = Config.RUN_CONTROL + Config.LOCATIONS
+        on_resume = {name: GROUPS[group].on_resume for name, group in GROUP_OF.items()}
         for name, value in given.items():
-            if name not in may_differ and getattr(saved, name) != value:
-                raise ValueError(f"{workdir} holds a run with {name}={getattr(saved, name)!r} "
+            if on_resume[name] == "fixed" and saved.flat()[name] != value:
+                raise ValueError(f"{workdir} holds a run with {name}={saved.flat()[name]!r} "
                                  f"but {name}={value!r} was passed; drop the flag to resume "
                                  "that run or pass another --workdir for a new one")
-        control = {name: given.get(name, getattr(Config(), name)) for name in Config.RUN_CONTROL}
-        locations = {name: value for name, value in given.items() if name in Config.LOCATIONS}
-        return saved.replace(**control, **locations), True, None
-    if not config.init_from:
+        resumed = {name: value for name, value in config.flat().items()
+                   if on_resume[name] == "invocation" or name in given}
+        return saved.replace(**resumed), True, None
+    if not config.start.init_from:
         return config, False, None
-    step_dir = ckpt_lib.resolve(config.init_from)
+    step_dir = ckpt_lib.resolve(config.start.init_from)
     source = Source(step_dir, ckpt_lib.read_config(step_dir))
-    config = Config().replace(**{**{name: getattr(source.config, name) for name in ARCHITECTURE},
-                                 **given})
-    differ = [f"{name}={getattr(source.config, name)!r} (this run: {getattr(config, name)!r})"
-              for name in ARCHITECTURE if getattr(source.config, name) != getattr(config, name)]
-    if differ:
-        raise ValueError(f"cannot fine-tune from {step_dir}: it is a network with "
+    config = Config(network=source.config.network).replace(**given)
+    if backbone_shapes(config) != backbone_shapes(source.config):
+        differ = [f"{name}={value!r} (this run: {config.flat()[name]!r})"
+                  for name, value in source.config.flat().items()
+                  if GROUP_OF[name] == "network" and value != config.flat()[name]]
+        raise ValueError(f"cannot fine-tune from {step_dir}: its backbone is a network with "
                          f"{', '.join(differ)}; pass the same --alpha, --block and "
                          "--stem-stride, or start from another checkpoint")
     return config, False, source
 
 
+def backbone_shapes(config: Config) -> dict:
+    """The shapes of the backbone's parameters (all but the classifier's), nothing computed."""
+    model = MobileNetV1(**config.model_kwargs(backend="cpu"))
+    image = jax.ShapeDtypeStruct((1, config.data.resolution, config.data.resolution, 3),
+                                 jnp.float32)
+    params = jax.eval_shape(model.init, jax.random.key(0), image)["params"]
+    return jax.tree.map(lambda leaf: leaf.shape,
+                        {name: tree for name, tree in params.items() if name != HEAD})
+
+
 def with_class_names(config: Config, names: tuple, count_from_data: bool = False) -> Config:
     """The config with the dataset's class names, which later commands (predict, export) show;
     with `count_from_data`, also their number as num_classes."""
-    if not names or config.class_names == names:
+    if not names or config.data.class_names == names:
         return config
-    if config.class_names:
-        raise ValueError(f"{config.workdir} holds a run trained on classes "
-                         f"{list(config.class_names)[:5]}..., but {config.dataset!r} has "
+    if config.data.class_names:
+        raise ValueError(f"{config.run.workdir} holds a run trained on classes "
+                         f"{list(config.data.class_names)[:5]}..., but {config.data.dataset!r} has "
                          f"{list(names)[:5]}...; pass another --workdir for a new run")
     return config.replace(class_names=names,
                           **({"num_classes": len(names)} if count_from_data else {}))

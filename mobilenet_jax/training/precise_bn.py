@@ -19,19 +19,20 @@ from mobilenet_jax.data.streaming import StreamedSplit
 def recompute(state, split: arrays.Split | StreamedSplit, config: Config, devices: Devices,
               batch_statistics: Callable, base_rng: jax.Array, epoch: int):
     """The state with `precise_batch_stats` the mean of `batch_statistics` over
-    config.precise_bn_batches training batches in `epoch`'s order (repeated where the split
-    has fewer), each augmented by its own key: a function of the weights, the data, the seed
+    `precise_bn_batches` training batches in `epoch`'s order (repeated where the split has
+    fewer), each augmented by its own key: a function of the weights, the data, the seed
     and the epoch."""
     # A few batches: threads start at once, worker processes take seconds to start.
     if isinstance(split, StreamedSplit):
         split = dataclasses.replace(split, workers=0)
+    batch_size = config.recipe.batch_size
     batches = itertools.chain.from_iterable(
-        split.train_batches(config.batch_size, config.seed, epoch, 0, devices.process_index,
-                            devices.process_count, config.random_resized_crops)
-        for _ in range(-(-config.precise_bn_batches // (len(split) // config.batch_size))))
+        split.train_batches(batch_size, config.start.seed, epoch, 0, devices.process_index,
+                            devices.process_count, config.data.random_resized_crops)
+        for _ in range(-(-config.recipe.precise_bn_batches // (len(split) // batch_size))))
     rng = jax.random.fold_in(jax.random.split(base_rng)[1], epoch)
     total, count = None, 0
-    for batch in itertools.islice(batches, config.precise_bn_batches):
+    for batch in itertools.islice(batches, config.recipe.precise_bn_batches):
         stats = batch_statistics(state, devices.global_batch(batch), jax.random.fold_in(rng, count))
         total = stats if total is None else _add(total, stats)
         count += 1
