@@ -12,6 +12,7 @@ import pytest
 
 from helpers import tiny_config, train
 from mobilenet_jax import Config
+from mobilenet_jax.config import save_json
 from mobilenet_jax.core import parallel, steps
 from mobilenet_jax.training import loop, plan
 from mobilenet_jax.training.step_metrics import TrainingStopped
@@ -80,6 +81,24 @@ def test_resuming_with_a_different_architecture_is_refused(subset_dir, tmp_path)
     same, resuming, _ = plan.run_config({"max_steps": 4, "keep": 1, "workdir": str(tmp_path)})
     assert resuming
     assert same.network.width_multiplier == 0.1 and same.run.max_steps == 4 and same.run.keep == 1
+
+
+def test_each_group_of_a_resumed_config_follows_its_rule(tmp_path):
+    """Fixed groups refuse a changed flag; run and compute take this invocation's flags, else
+    the defaults; places keep the run's unless passed (a workdir that holds a run: its
+    config.json and a latest checkpoint)."""
+    stored = Config(width_multiplier=0.25, lr=0.05, seed=3, dtype="bfloat16", keep=1,
+                    data_dir="data", workdir=str(tmp_path))
+    save_json(stored, tmp_path / "config.json")
+    (tmp_path / "checkpoints" / "latest").mkdir(parents=True)
+    for flag, value in (("width_multiplier", 0.5), ("lr", 0.1), ("seed", 4), ("split", "x")):
+        with pytest.raises(ValueError, match=f"{flag}={value!r} was passed"):
+            plan.run_config({flag: value, "workdir": str(tmp_path)})
+    resumed, resuming, _ = plan.run_config({"workdir": str(tmp_path), "max_steps": 9})
+    assert resuming and resumed.replace(max_steps=None, keep=1, dtype="bfloat16") == stored
+    assert resumed.run.keep == Config().run.keep and resumed.compute.dtype == "float32"
+    moved, _, _ = plan.run_config({"workdir": str(tmp_path), "data_dir": "moved", "lr": 0.05})
+    assert moved.places.data_dir == "moved" and moved.recipe.lr == 0.05
 
 
 def test_resume_falls_back_past_a_corrupt_newest_checkpoint(subset_dir, tmp_path, capsys):

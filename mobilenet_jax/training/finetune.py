@@ -1,9 +1,10 @@
 """Start a new run from another run's checkpoint (`--init-from`): fine-tuning.
 
 The backbone's parameters and BatchNorm statistics come from the checkpoint; the classifier
-too when the number of classes is the same, else it is new. Only the architecture must match
-(training/plan.py checks it, and takes the architecture flags not given from the checkpoint):
-the network is convolutional up to a global average pool, so the resolution may differ.
+too when the number of classes is the same, else it is new. Only the backbone's weight shapes
+must match (training/plan.py checks them, and takes the network flags not given from the
+checkpoint): the network is convolutional up to a global average pool, so the resolution may
+differ.
 """
 from typing import Callable
 
