@@ -117,10 +117,20 @@ def test_library_calls_leave_the_process_as_they_found_it(tmp_path):
 
 def test_the_readme_layout_names_every_module_and_no_other():
     readme = (REPO / "README.md").read_text()
-    tree = readme.split("## Layout", 1)[1].split("```")[1]
+    tree = readme.split("## Layout", 1)[1].split("```")[1].split("\ntests/", 1)[0]
     named = set(re.findall(r"[\w]+\.py", tree))
     modules = {p.name for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
     assert modules - named == set(), "modules the README's layout does not name"
     assert named - modules == set(), "names in the README's layout that are no module"
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
     assert folders == set(re.findall(r"^  (\w+)/", tree, re.M))
+
+
+def test_the_readme_layout_names_test_modules_that_exist():
+    tree = (REPO / "README.md").read_text().split("## Layout", 1)[1].split("```")[1]
+    tests_entry = tree.split("\ntests/", 1)[1].split("\nexperiments/", 1)[0]
+    areas = re.search(r"\(([a-z,\s]+), \.\.\.\)", tests_entry).group(1).split(",")
+    areas = [area.strip() for area in areas]
+    named = {f"test_{area}.py" for area in areas} | set(re.findall(r"\w+\.py", tests_entry))
+    missing = {name for name in named if not (REPO / "tests" / name).exists()}
+    assert len(areas) >= 5 and not missing, missing
