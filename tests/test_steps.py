@@ -3,6 +3,8 @@ optimizer's update and weight-decay mask, top-1/top-5; and bfloat16 steps track 
 A step against the formula it implements runs in float64 (tests/numerics.py); the scalar
 checks of a few float32 operations keep pytest.approx's 1e-6, 8 float32 ulps."""
 import functools
+import logging
+import re
 
 import chex
 import jax
@@ -265,18 +267,26 @@ def test_mixup_and_cutmix_train_against_mixed_targets():
     assert len(set(losses.values())) == 3 and all(np.isfinite(list(losses.values())))
 
 
-def test_runs_that_differ_only_in_what_no_step_reads_share_their_jitted_steps():
-    devices = parallel.Devices(64)
-    a, b = steps.build(Config(workdir="a", max_steps=3, seed=1), 10), \
-        steps.build(Config(workdir="b", keep=1), 10)
-    first = a.jit_steps(devices)
-    assert b.jit_steps(devices).train is first.train
-    # A state's apply_fn is part of its tree structure: one structure, one trace of the step.
-    assert jax.tree.structure(a.abstract_state(devices)) == \
-        jax.tree.structure(b.abstract_state(devices))
-    for other in (steps.build(Config(lr=0.2), 10), steps.build(Config(), 11),  # another schedule
-                  steps.build(Config(kernels="reference"), 10)):
-        assert other.jit_steps(devices).train is not first.train
+def test_runs_that_differ_only_in_what_no_step_reads_trace_their_steps_once(caplog,
+                                                                           fresh_steps):
+    """Runs that differ in where and how they run share one traced (and compiled) train step;
+    another learning rate is another step. Traces counted in JAX's compile log."""
+    devices = parallel.Devices(4)
+    batch = {"image": jax.ShapeDtypeStruct((4, 32, 32, 3), jnp.uint8),
+             "label": jax.ShapeDtypeStruct((4,), jnp.int32)}
+    tiny = dict(width_multiplier=0.05, num_classes=5, batch_size=4)
+    configs = (Config(**tiny, workdir="a", max_steps=3, data_dir="d"),
+               Config(**tiny, workdir="b", keep=1, progress=False), Config(**tiny, lr=0.2))
+    traces = []
+    for config in configs:
+        training = steps.build(config, 10)
+        with jax.log_compiles(), caplog.at_level(logging.WARNING, logger="jax"):
+            caplog.clear()
+            training.jit_steps(devices).train.lower(training.abstract_state(devices), batch,
+                                                    jax.random.key(0))
+        traces.append(sum(bool(re.match(r"Finished tracing.* train_step ", r.getMessage()))
+                          for r in caplog.records))
+    assert traces == [1, 0, 1]
 
 
 def test_a_step_that_reads_a_field_no_step_is_given_fails_when_traced(monkeypatch, fresh_steps):
