@@ -58,8 +58,9 @@ class Group:
 
 @dataclasses.dataclass(frozen=True)
 class Network(Group):
-    """What the network is: the paper's width multiplier, its classes and block. A fine-tune
-    starts from its checkpoint's; an evaluated checkpoint's must match what is asked for."""
+    """What the network is (`MobileNetV1`'s arguments): the paper's width multiplier, its
+    classes and block. A fine-tune starts from its checkpoint's; an evaluated checkpoint's
+    must match what is asked for."""
     width_multiplier: float = field(1.0, "width multiplier alpha: every channel count c becomes "
                                     "max(1, round(alpha*c))", flags=("--alpha", "--width-multiplier"))
     num_classes: int = field(100, "number of output classes")
@@ -192,8 +193,8 @@ class Start(Group):
 
 @dataclasses.dataclass(frozen=True)
 class Places(Group):
-    """Where the data is: a resumed run keeps its own unless they are passed again (the data
-    may have moved)."""
+    """Where the data is: a resumed run keeps these unless they are passed again (the data may
+    have moved)."""
     on_resume: ClassVar[str] = "kept"
     image_folder: Optional[str] = field(None, "train on a folder of images instead: "
                                         "PATH/train/<class>/*.png|jpg and PATH/test/<class>/*")
@@ -277,12 +278,10 @@ class Config:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()})
 
     def model_kwargs(self, backend: Optional[str] = None) -> dict:
-        """Keyword arguments of `MobileNetV1` for this run."""
-        network = self.network
-        return dict(num_classes=network.num_classes, width_multiplier=network.width_multiplier,
-                    block=network.block, stem_stride=network.stem_stride,
-                    dropout=network.dropout, dtype=self.compute.dtype,
-                    kernels=resolve_kernels(self.compute.kernels, backend))
+        """Keyword arguments of `MobileNetV1` for this run: the network's fields and how it is
+        computed."""
+        return {**dataclasses.asdict(self.network), "dtype": self.compute.dtype,
+                "kernels": resolve_kernels(self.compute.kernels, backend)}
 
     def label_names(self) -> tuple:
         """The class names, or the label numbers where the dataset named none."""
