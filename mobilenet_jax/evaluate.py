@@ -27,10 +27,11 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=1000, help="default: 1000")
     parser.add_argument("--per-class", action="store_true", help="print per-class accuracy")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    cli.add_config_flags(parser, MODEL_GROUPS + ("places",), ("input",), all_optional=True)
+    cli.add_config_flags(parser, MODEL_GROUPS + ("places",), ("resolution", "input"),
+                         all_optional=True)
     cli.add_compile_cache_flag(parser)
     args = parser.parse_args(argv)
-    overrides = cli.given_flags(args, MODEL_GROUPS)
+    overrides = cli.given_flags(args, MODEL_GROUPS, ("resolution",))
     try:
         process.use_compile_cache(args.compile_cache)
         if args.batch_size < 1:

@@ -11,8 +11,8 @@ from mobilenet_jax.config import GROUP_OF, Config, Places, Run
 from mobilenet_jax.core import checkpoint, steps
 from mobilenet_jax.core.parallel import Devices
 
-# The config groups whose flags evaluating commands accept: the network's must match the
-# checkpoint's; the compute flags change how the same weights are run.
+# The config groups whose flags evaluating commands accept (with --resolution): the network's
+# must match the checkpoint's; the compute flags change how the same weights are run.
 MODEL_GROUPS = ("network", "compute")
 
 
