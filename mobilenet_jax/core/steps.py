@@ -26,8 +26,8 @@ from mobilenet_jax.models.spec import HEAD
 @dataclasses.dataclass(frozen=True)
 class StepsConfig:
     """The groups of a run's Config that the model, schedule, optimizer and steps read, and no
-    others: it is all the steps are given, so they cannot read where the run lives or how it
-    is run."""
+    others: it is all the steps are given, so they cannot read the seed, where the data is,
+    or where and how the run runs (and runs that differ only there share their steps)."""
     network: Network
     compute: Compute
     data: Data
