@@ -1,6 +1,6 @@
 """Where the time of one training step goes, per kind of XLA op, from a jax.profiler trace.
 
-    python experiments/train_step_profile/profile_train_step.py --alpha 1.0 [--kernels cpu] [--steps 5]
+    python experiments/train_step_profile/profile_train_step.py --alpha 1.0 --stem-stride 1 [--steps 5]
     python experiments/train_step_profile/profile_train_step.py --alpha 0.1 --mode infer --batch-size 1024
     python experiments/train_step_profile/profile_train_step.py --alpha 0.1 --per-op   # each op, with its shape
 
@@ -47,6 +47,7 @@ def op_kinds(hlo_text):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--stem-stride", type=int, default=2)
     parser.add_argument("--kernels", default="auto")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--mode", choices=("train", "infer"), default="train")
@@ -56,8 +57,8 @@ def main():
                         help="rank single ops (with their output shapes), not op kinds")
     args = parser.parse_args()
 
-    config = Config(width_multiplier=args.alpha, kernels=args.kernels,
-                    batch_size=args.batch_size)
+    config = Config(width_multiplier=args.alpha, stem_stride=args.stem_stride,
+                    kernels=args.kernels, batch_size=args.batch_size)
     # The allocator of the CLIs, so the profile does not show page faults they do not pay.
     process.keep_freed_memory(estimated_step_bytes(config, config.recipe.batch_size,
                                                            args.mode == "train"))
@@ -111,7 +112,8 @@ def main():
         per_kind[kind] += e["dur"] / 1e3 / args.steps
         calls[kind] += 1 / args.steps
     batch = config.recipe.batch_size
-    print(f"{args.mode}: alpha {args.alpha}, kernels {config.compute.kernels}, batch {batch}: "
+    print(f"{args.mode}: alpha {args.alpha}, stem {args.stem_stride}, "
+          f"kernels {config.compute.kernels}, batch {batch}: "
           f"{step_ms:.1f} ms per step untraced ({batch / step_ms * 1e3:,.0f} img/s)")
     print(f"{'ms/step':>8} {'calls':>6}  op kind (ops inside)")
     for (name, ops), ms in per_kind.most_common(args.top):

@@ -33,10 +33,11 @@ def checkpoint_config(step_dir, overrides: Optional[dict] = None) -> Config:
     """The config stored in a checkpoint, with the flags that may differ applied; the others
     must match it. Starts no JAX backend."""
     config = checkpoint.read_config(step_dir)
+    stored = config.flat()
     for name, value in (overrides or {}).items():
-        if GROUP_OF[name] != "compute" and config.flat()[name] != value:
+        if GROUP_OF[name] != "compute" and stored[name] != value:
             raise checkpoint.CheckpointError(
-                f"checkpoint {step_dir} is a model with {name}={config.flat()[name]!r}, but "
+                f"checkpoint {step_dir} is a model with {name}={stored[name]!r}, but "
                 f"{name}={value!r} was passed; drop the flag or pass a matching checkpoint")
     return config.replace(**(overrides or {}))
 

@@ -77,9 +77,10 @@ def run_config(given: dict) -> tuple[Config, bool, Optional[Source]]:
     if (workdir / "config.json").exists() and (workdir / "checkpoints" / ckpt_lib.LATEST).exists():
         saved = load_json(workdir / "config.json")
         on_resume = {name: GROUPS[group].on_resume for name, group in GROUP_OF.items()}
+        saved_flat = saved.flat()
         for name, value in given.items():
-            if on_resume[name] == "fixed" and saved.flat()[name] != value:
-                raise ValueError(f"{workdir} holds a run with {name}={saved.flat()[name]!r} "
+            if on_resume[name] == "fixed" and saved_flat[name] != value:
+                raise ValueError(f"{workdir} holds a run with {name}={saved_flat[name]!r} "
                                  f"but {name}={value!r} was passed; drop the flag to resume "
                                  "that run or pass another --workdir for a new one")
         resumed = {name: value for name, value in config.flat().items()
@@ -91,9 +92,10 @@ def run_config(given: dict) -> tuple[Config, bool, Optional[Source]]:
     source = Source(step_dir, ckpt_lib.read_config(step_dir))
     config = Config(network=source.config.network).replace(**given)
     if backbone_shapes(config) != backbone_shapes(source.config):
-        differ = [f"{name}={value!r} (this run: {config.flat()[name]!r})"
+        ours = config.flat()
+        differ = [f"{name}={value!r} (this run: {ours[name]!r})"
                   for name, value in source.config.flat().items()
-                  if GROUP_OF[name] == "network" and value != config.flat()[name]]
+                  if GROUP_OF[name] == "network" and value != ours[name]]
         raise ValueError(f"cannot fine-tune from {step_dir}: its backbone is a network with "
                          f"{', '.join(differ)}; pass the same --alpha, --block and "
                          "--stem-stride, or start from another checkpoint")
