@@ -408,26 +408,20 @@ def restore_step(step_dir, abstract_state, config: Optional[Config] = None
     step_dir = pathlib.Path(step_dir).absolute()
     verify(step_dir)
     config = config or read_config(step_dir)
+    layout, stored = _read_layout(step_dir)
     arrays = stored_arrays(abstract_state)
-    weights_only = _weights_only(step_dir)
+    # A weights-only checkpoint: its layout names nothing else.
+    weights_only = {name.split("/")[0] for name in stored} == set(WEIGHTS)
     if weights_only:
         arrays = {name: arrays[name] for name in WEIGHTS}
-    host, position = _read_packed(step_dir, arrays)
+    _check_shapes(step_dir, stored, arrays)
+    host, position = _read_packed(step_dir, layout, arrays)
     # Read into host arrays, then placed in one device_put: less than half the time orbax
     # takes to place each array itself (experiments/checkpoint_time).
     state = jax.device_put(host, jax.tree.map(lambda a: a.sharding, arrays))
     if weights_only:
         state = _with_weights(abstract_state, state)
     return abstract_state.replace(**state), config, position
-
-
-def _weights_only(step_dir: pathlib.Path) -> bool:
-    """Whether a step directory is a weights-only checkpoint (its layout names nothing else)."""
-    try:
-        layout = json.loads((step_dir / LAYOUT_FILE).read_text())
-        return {name.split("/")[0] for name, _, _ in layout["arrays"]} == set(WEIGHTS)
-    except Exception:  # noqa: BLE001 - damaged: reading the arrays says so
-        return False
 
 
 def _with_weights(abstract_state, weights: dict) -> dict:
@@ -442,15 +436,18 @@ def _with_weights(abstract_state, weights: dict) -> dict:
             for name, array in stored_arrays(abstract_state).items()}
 
 
-def _read_packed(step_dir: pathlib.Path, arrays) -> tuple[dict, dict]:
-    """Host arrays in the structure of `arrays`, and the position, from a packed checkpoint;
-    a layout of other names or shapes is refused before any array is read."""
+def _read_layout(step_dir: pathlib.Path) -> tuple[dict, dict]:
+    """(the layout, {array name: shape}) of a packed checkpoint."""
     try:
         layout = json.loads((step_dir / LAYOUT_FILE).read_text())
-        stored = {name: tuple(shape) for name, _, shape in layout["arrays"]}
+        return layout, {name: tuple(shape) for name, _, shape in layout["arrays"]}
     except Exception as e:  # noqa: BLE001 - any damage to the file, its keys included
         raise _corrupt(step_dir, e) from None
-    _check_shapes(step_dir, stored, arrays)
+
+
+def _read_packed(step_dir: pathlib.Path, layout: dict, arrays) -> tuple[dict, dict]:
+    """Host arrays in the structure of `arrays`, and the position, from a packed checkpoint
+    whose layout names the same arrays and shapes (`_check_shapes`)."""
     host = {dtype: np.empty(size, dtype) for dtype, size in _packed_sizes(layout).items()}
     restored = _read_orbax(step_dir, host)
     if jax.tree.map(np.shape, restored["state"]) != jax.tree.map(np.shape, host):
