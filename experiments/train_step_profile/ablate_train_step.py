@@ -1,11 +1,14 @@
 """Where does the CPU training step spend its time? Ablations of the real train step.
 
     python experiments/train_step_profile/ablate_train_step.py --alphas 0.1,1.0 --variants base,no_bn,cheap_dw
+    python experiments/train_step_profile/ablate_train_step.py --alphas 0.25 --stem-stride 1 --batch-size 64 --variants base,as_peers
 
 Each variant swaps one component of the model (by patching the `nn` namespace that
 mobilenet_jax.models.mobilenet uses, or the kernel policy's depthwise conv, so MobileNetV1's code and
 parameter layout stay as they are) and times the train step as the benchmark does. Ratios are within one process. Variants that
-remove work (no_bn, cheap_dw, sgd_only) are not correct models: they only bound a component's cost.
+remove work (no_bn, cheap_dw) are not correct models: they only bound a component's cost.
+`as_peers` is the step of the peers in ../shared/bench: the same model without the recipe's
+augmentation, weight average and label smoothing.
 """
 import argparse
 import dataclasses
@@ -55,12 +58,14 @@ VARIANTS = {
     "base": {},
     "no_bn": {"BatchNorm": Identity},
     "cheap_dw": {"depthwise": CheapDepthwise},
+    "as_peers": {"config": {"augment": False, "ema_decay": 0.0, "label_smoothing": 0.0}},
 }
 
 
 def run_variant(name, config, timing):
     over = dict(VARIANTS[name])
     dw = over.pop("depthwise", None)
+    config = config.replace(**over.pop("config", {}))
     policy = spec.resolve_kernels(config.compute.kernels)
     saved_nn, saved_kernels = model_mod.nn, layers.KERNELS[policy]
     try:
@@ -77,6 +82,7 @@ def run_variant(name, config, timing):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--alphas", default="0.1,1.0")
+    ap.add_argument("--stem-stride", type=int, default=2)
     ap.add_argument("--kernels", default="cpu")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--batch-size", type=int, default=128)
@@ -87,7 +93,8 @@ def main():
     for alpha in [float(v) for v in a.alphas.split(",")]:
         base = None
         for v in a.variants.split(","):
-            cfg = Config(width_multiplier=alpha, batch_size=a.batch_size, kernels=a.kernels)
+            cfg = Config(width_multiplier=alpha, stem_stride=a.stem_stride,
+                         batch_size=a.batch_size, kernels=a.kernels)
             r = run_variant(v, cfg, timing)
             base = base or r["median_step_s"]
             print(f"alpha {alpha} {a.kernels:>9} {v:<10} {1000 * r['median_step_s']:8.2f} ms  "
