@@ -86,7 +86,8 @@ class Compute(Group):
     kernels: str = field("auto", "how the convs are computed (same parameters and results for "
                          "all): 'reference' (nn.Conv for every conv, depthwise through "
                          "feature_group_count), 'cpu' (hand-written forms XLA:CPU runs faster: "
-                         "sliced stem and depthwise convs, 1x1 convs as matmuls), 'auto' (cpu "
+                         "sliced stem and depthwise convs, 1x1 convs as matmuls, BatchNorm's "
+                         "gradient by hand), 'auto' (cpu "
                          "on a CPU, reference elsewhere)", KERNEL_CHOICES)
 
 

@@ -2,9 +2,9 @@
 
 Every module here has the same 'kernel' parameter (shape and layout) as the `nn.Conv` it
 stands in for, so a checkpoint is the same whichever formulation computed it. `KERNELS` names
-the two policies: `reference` (nn.Conv for every conv: the paper's form, and what GPUs and
-model exporters get) and `cpu` (hand-written forms that XLA:CPU runs faster); `auto` picks by
-backend (`spec.resolve_kernels`).
+the two policies: `reference` (nn.Conv for every conv and nn.BatchNorm: the paper's form, and
+what GPUs and model exporters get) and `cpu` (hand-written forms, and batch_norm.BatchNorm,
+that XLA:CPU runs faster); `auto` picks by backend (`spec.resolve_kernels`).
 """
 import dataclasses
 import functools
@@ -13,6 +13,8 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+
+from mobilenet_jax.models.batch_norm import BatchNorm
 
 ModuleDef = Any
 
@@ -298,18 +300,21 @@ DEPTHWISE_FORMS = {"grouped": nn.Conv, "slices": SlicedDepthwiseConv, "vjp": VJP
 
 @dataclasses.dataclass(frozen=True)
 class ConvKernels:
-    """The module that computes each kind of conv in the network. Each takes `nn.Conv`'s
-    arguments and has its 'kernel' parameter, so policies share checkpoints."""
+    """The module that computes each kind of conv in the network, and the norm. Each takes
+    `nn.Conv`'s (`nn.BatchNorm`'s) arguments and has its parameters, so policies share
+    checkpoints."""
     stem: ModuleDef       # the 3x3 conv of the RGB image
     depthwise: ModuleDef  # the 3x3 depthwise convs (feature_group_count == channels)
     pointwise: ModuleDef  # the 1x1 convs
+    norm: ModuleDef = nn.BatchNorm  # the BatchNorm after each conv
 
 
 KERNELS = {
     "reference": ConvKernels(stem=nn.Conv, depthwise=nn.Conv, pointwise=nn.Conv),
     # Pointwise convs with at most 4 inputs (block 1 at alpha=0.1) as multiply-adds.
     "cpu": ConvKernels(stem=FewChannelConv, depthwise=VJPDepthwiseConv,
-                       pointwise=functools.partial(PointwiseConv, max_sliced_inputs=4)),
+                       pointwise=functools.partial(PointwiseConv, max_sliced_inputs=4),
+                       norm=BatchNorm),
 }
 
 # Every module a policy computes a conv with is an instance of one of these.

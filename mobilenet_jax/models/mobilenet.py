@@ -78,7 +78,7 @@ class MobileNetV1(nn.Module):
         # sharded batch the mean is over the global batch (synchronised BatchNorm). The variance
         # is mean((x - mean)^2), not mean(x^2) - mean^2, which cancels badly on the
         # low-variance channels of narrow (small alpha) layers.
-        norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+        norm = functools.partial(kernels.norm, use_running_average=not train,
                                  momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                                  dtype=self.dtype, use_fast_variance=False)
         act = nn.relu6

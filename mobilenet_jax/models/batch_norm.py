@@ -1,0 +1,89 @@
+"""BatchNorm with `nn.BatchNorm`'s variables and results, and its training-mode gradient
+written by hand.
+
+JAX's autodiff of the batch statistics (mean, then the mean of squared deviations) leaves
+XLA more reductions and passes over the activations than the textbook gradient needs: two
+channel sums, sum(g) and sum(g * (x - mean)), and one elementwise pass (what that buys the
+CPU train step: experiments/cpu_layers).
+"""
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from jax import lax
+
+
+def _stats(x, stats_dtype):
+    xf = x.astype(stats_dtype)
+    axes = tuple(range(x.ndim - 1))
+    mean = xf.mean(axes)
+    centred = xf - mean
+    return mean, (centred * centred).mean(axes)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def batch_norm_train(x, scale, bias, epsilon, stats_dtype):
+    """(y, mean, var): x normalised over all axes but the last with the batch's mean and
+    (biased) variance, as nn.BatchNorm(use_fast_variance=False) computes them."""
+    return _fwd(x, scale, bias, epsilon, stats_dtype)[0]
+
+
+def _fwd(x, scale, bias, epsilon, stats_dtype):
+    mean, var = _stats(x, stats_dtype)
+    rstd = lax.rsqrt(var + epsilon)
+    y = (x - mean) * (rstd * scale) + bias
+    return (y, mean, var), (x, scale, mean, rstd)
+
+
+def _bwd(epsilon, stats_dtype, residuals, cotangents):
+    # y = (x - mean) * rstd * scale + bias, with mean and var outputs too: the gradients
+    # through the batch statistics (nonzero only where a loss reads them) are the last terms.
+    x, scale, mean, rstd = residuals
+    gy, gmean, gvar = cotangents
+    axes = tuple(range(x.ndim - 1))
+    n = x.size // x.shape[-1]
+    centred = x - mean
+    gy = gy.astype(centred.dtype)
+    sum_gy = gy.sum(axes)
+    sum_gy_centred = (gy * centred).sum(axes)
+    a = rstd * scale
+    b = 2 * gvar / n - a * rstd * rstd * sum_gy_centred / n
+    c = gmean / n - a * sum_gy / n
+    gx = (a * gy + b * centred + c).astype(x.dtype)
+    return gx, (sum_gy_centred * rstd).astype(scale.dtype), sum_gy.astype(scale.dtype)
+
+
+batch_norm_train.defvjp(_fwd, _bwd)
+
+
+class BatchNorm(nn.Module):
+    """`nn.BatchNorm` over all axes but the last (use_fast_variance=False): the same 'scale',
+    'bias', 'mean' and 'var', the same results; its gradient by the textbook formula."""
+    use_running_average: bool = False
+    momentum: float = 0.99
+    epsilon: float = 1e-5
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    use_fast_variance: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        if self.use_fast_variance:
+            raise ValueError("BatchNorm computes the variance as mean((x - mean)^2) only")
+        features = (x.shape[-1],)
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, features, jnp.float32)
+        scale = self.param("scale", nn.initializers.ones, features, self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, features, self.param_dtype)
+        out_dtype = nn.dtypes.canonicalize_dtype(x, scale, bias, dtype=self.dtype)
+        if self.use_running_average:
+            y = (x - ra_mean.value) * (lax.rsqrt(ra_var.value + self.epsilon) * scale) + bias
+            return jnp.asarray(y, out_dtype)
+        stats_dtype = jnp.promote_types(self.dtype or x.dtype, jnp.float32)
+        y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, stats_dtype)
+        if not self.is_initializing():
+            ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+            ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+        return jnp.asarray(y, out_dtype)
