@@ -7,7 +7,7 @@
 Each layer of the network (stem, then each block's depthwise and pointwise conv) alone, on a
 random input of its shape: conv -> BatchNorm (training mode) -> ReLU6, then the gradients of
 <output, random cotangent> with respect to the input and the conv's kernel. Ours is the
-formulation `--kernels` names (models/layers.py) with flax's BatchNorm, jitted; PyTorch is
+formulation `--kernels` names (models/layers.py) with the policy's BatchNorm, jitted; PyTorch is
 nn.Conv2d + BatchNorm2d + ReLU6 in channels-last, eager (oneDNN). Median of >= 20 calls and
 >= 1 s after 3 warm-up calls. FLOPs: 2 x 3 x the conv's mult-adds (forward, input and kernel
 gradient; the first layer's input gradient is counted although a train step skips it).
@@ -70,8 +70,8 @@ def jax_layer_fn(kind, cin, cout, stride, kernels):
         @nn.compact
         def __call__(self, x):
             x = conv()(x)
-            return nn.relu6(nn.BatchNorm(use_running_average=False, momentum=0.9,
-                                         use_fast_variance=False)(x))
+            return nn.relu6(policy.norm(use_running_average=False, momentum=0.9,
+                                        use_fast_variance=False)(x))
 
     return Layer()
 

@@ -1,0 +1,63 @@
+"""The train step timed in the process that compiled it, with what might undo the slowdown
+such a process shows against one that loaded the step from the compilation cache.
+
+    .venv/bin/python experiments/cifar10_time/compiled_in_process.py --roundtrip   # fresh, then serialised and loaded back
+    .venv/bin/python experiments/cifar10_time/compiled_in_process.py --trim --pause 15
+
+α 0.25, stem 1, batch 64 unless given; prints img/s (median step) per timing.
+"""
+import argparse
+import ctypes
+import time
+
+import jax
+from jax.experimental import serialize_executable
+
+from mobilenet_jax import Config, process
+from mobilenet_jax.benchmarks.throughput import synthetic_batch
+from mobilenet_jax.benchmarks.timing import time_steps
+from mobilenet_jax.core import steps
+from mobilenet_jax.core.parallel import Devices
+from mobilenet_jax.models.memory import estimated_step_bytes
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--alpha", type=float, default=0.25)
+    ap.add_argument("--stem-stride", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--roundtrip", action="store_true", help="also time the executable "
+                    "serialised and loaded back, alternating with the fresh one")
+    ap.add_argument("--trim", action="store_true", help="malloc_trim(0) after compiling")
+    ap.add_argument("--pause", type=float, default=0.0, help="seconds to wait after compiling")
+    args = ap.parse_args()
+    config = Config(width_multiplier=args.alpha, stem_stride=args.stem_stride,
+                    batch_size=args.batch_size)
+    process.keep_freed_memory(estimated_step_bytes(config, args.batch_size))  # as `train`
+    devices = Devices(args.batch_size)
+    batch = devices.global_batch(synthetic_batch(args.batch_size, config.network.num_classes))
+    training = steps.build(config, 100)
+    state = training.new_state(jax.random.key(0), devices)
+    rng = jax.random.key(1)
+    fresh = training.jit_steps(devices).train.lower(state, batch, rng).compile()
+    variants = [("fresh", fresh)]
+    if args.roundtrip:
+        loaded = serialize_executable.deserialize_and_load(*serialize_executable.serialize(fresh))
+        variants = [("fresh", fresh), ("loaded back", loaded)]
+    time.sleep(args.pause)
+    if args.trim:
+        ctypes.CDLL(None).malloc_trim(0)
+    for name, compiled in variants * 2:
+        holder = [state]
+
+        def one():
+            holder[0], metrics = compiled(holder[0], batch, rng)
+            return metrics
+        res = time_steps(one, jax.block_until_ready, warmup=2, min_steps=10, min_time_s=4,
+                         max_time_s=20)
+        state = holder[0]
+        print(f"{name}: {args.batch_size / res['median_step_s']:.0f} img/s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
