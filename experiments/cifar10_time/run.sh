@@ -5,20 +5,21 @@
 # top-1 from `evaluate` (ours; timed apart) and from the script's JSON line (it evaluates
 # inside its wall time). Logs and results.jsonl in $OUT. Run from the repository root.
 # Our compilation cache and decoded-folder cache start empty in $WORK: round 1 is a first run
-# on a machine.
+# on a machine. KEEP=1 keeps the caches an earlier run left in $WORK: every round warm.
 set -eu
 DATA=${DATA:?set DATA to the CIFAR-10 image folder (../shared/data/cifar10-jpeg unpacked)}
 OUT=${OUT:-experiments/cifar10_time/raw/$(date -u +%Y%m%dT%H%M)}
-WORK=${WORK:-/tmp/cifar10_time}  # workdirs and cache: outside the repository
+WORK=${WORK:-/tmp/cifar10_time}  # workdirs and caches: outside the repository
 ROUNDS=${ROUNDS:-2}
 ALPHA=${ALPHA:-0.25}; STEM=${STEM:-1}; EPOCHS=${EPOCHS:-5}; WARMUP=${WARMUP:-1}; BATCH=${BATCH:-64}
 PY=$PWD/.venv/bin/python
 TORCH=${TORCH:-$HOME/venv-torch/bin/python}
-mkdir -p $OUT; rm -rf $WORK; mkdir -p $WORK
+mkdir -p $OUT; [ "${KEEP:-0}" = 1 ] || rm -rf $WORK; mkdir -p $WORK
 export MOBILENET_JAX_DECODED_CACHE=$WORK/decoded  # empty too: round 1 decodes the folder
 { date -u; git log -1 --format='commit %H'; lscpu | grep -E 'Model name|CPU family|Model:'; } > $OUT/machine.txt
 now() { date +%s.%N; }
 for r in $(seq 1 $ROUNDS); do
+  rm -rf $WORK/ours_r$r  # a fresh run, not a resumed one
   t0=$(now)
   $PY -m mobilenet_jax.train --image-folder $DATA --alpha $ALPHA --stem-stride $STEM \
     --epochs $EPOCHS --warmup-epochs $WARMUP --val-fraction 0 --batch-size $BATCH \
