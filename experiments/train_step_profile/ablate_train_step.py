@@ -88,8 +88,9 @@ def main():
     configs = {alpha: Config(width_multiplier=alpha, stem_stride=a.stem_stride,
                              batch_size=a.batch_size, kernels=a.kernels)
                for alpha in [float(v) for v in a.alphas.split(",")]}
-    # The allocator of the CLIs (for the largest step), so no variant pays page faults they do not.
-    process.keep_freed_memory(max(estimated_step_bytes(cfg, a.batch_size) for cfg in configs.values()))
+    # The CLIs' allocator, set for the largest step: no variant pays page faults they do not.
+    process.keep_freed_memory(max(estimated_step_bytes(cfg, a.batch_size)
+                                  for cfg in configs.values()))
     for alpha, cfg in configs.items():
         base = None
         for v in a.variants.split(","):
