@@ -44,9 +44,9 @@ def fresh_steps():
     """For a test that patches a step function: the steps are jitted anew for it (the builder
     shares them between equal configs), and its patched step for no other test."""
     from mobilenet_jax.core import steps
-    steps._jit_steps.cache_clear()
+    steps.clear_caches()
     yield
-    steps._jit_steps.cache_clear()
+    steps.clear_caches()
 
 
 @pytest.fixture(scope="session")

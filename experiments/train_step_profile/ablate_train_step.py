@@ -63,9 +63,7 @@ def run_variant(name, config, timing):
     config = config.replace(**over.pop("config", {}))
     policy = spec.resolve_kernels(config.compute.kernels)
     saved_kernels = layers.KERNELS[policy]
-    # The builders are cached by configuration, which a swapped module does not change.
-    for cached in (steps._build, steps._jit_init, steps._compiled_init, steps._jit_steps):
-        cached.cache_clear()
+    steps.clear_caches()  # the builders are cached by config, which a swapped module keeps
     try:
         layers.KERNELS[policy] = dataclasses.replace(saved_kernels, **over)
         res = throughput.bench_train(config, timing, pipeline=False)

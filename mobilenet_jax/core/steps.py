@@ -271,6 +271,13 @@ def build(config: Config, steps_per_epoch: int = 1) -> Training:
     return _build(StepsConfig.of(config), steps_per_epoch)
 
 
+def clear_caches() -> None:
+    """Forget every built Training and its jitted steps: for code that patches a step
+    function or a module of the network, which an equal config does not show."""
+    for cached in (_build, _jit_init, _compiled_init, _jit_steps):
+        cached.cache_clear()
+
+
 @functools.lru_cache(maxsize=16)
 def _build(config: StepsConfig, steps_per_epoch: int) -> Training:
     # One model object per config: a TrainState's apply_fn is bound to it, and jit traces a
