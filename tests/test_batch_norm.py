@@ -1,6 +1,8 @@
 """The hand-written BatchNorm is nn.BatchNorm (use_fast_variance=False): the same variables,
 and in float64 the same outputs, statistics and gradients (tests/numerics.py), in training
 and in eval mode."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,7 +32,8 @@ def _train_outputs_and_grads(module, variables, x, weights):
         y, updates = module.apply({"params": params, "batch_stats": variables["batch_stats"]},
                                   x, mutable=["batch_stats"])
         stats = updates["batch_stats"]
-        value = jnp.sum(jnp.sin(y) * weights) + jnp.sum(jnp.tanh(stats["mean"]) + stats["var"] ** 2)
+        value = (jnp.sum(jnp.sin(y) * weights)
+                 + jnp.sum(jnp.tanh(stats["mean"]) + stats["var"] ** 2))
         return value, (y, stats)
 
     (_, aux), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
@@ -45,8 +48,8 @@ def test_same_as_flax_batch_norm_in_training(shape):
     reference = nn.BatchNorm(use_running_average=False, use_fast_variance=False, **ARGS)
     module = BatchNorm(use_running_average=False, **ARGS)
     variables = jax.jit(reference.init)(jax.random.key(2), x)
-    assert (jax.tree.map(lambda v: (v.shape, v.dtype), jax.eval_shape(module.init, jax.random.key(2), x))
-            == jax.tree.map(lambda v: (v.shape, v.dtype), variables))
+    shapes = functools.partial(jax.tree.map, lambda v: (v.shape, v.dtype))
+    assert shapes(jax.eval_shape(module.init, jax.random.key(2), x)) == shapes(variables)
     with float64():
         x, weights, variables = as_float64((x, weights, _perturbed(variables)))
         assert_same(_train_outputs_and_grads(module, variables, x, weights),
@@ -68,7 +71,7 @@ def test_same_as_flax_batch_norm_in_eval_mode():
 
 def test_bfloat16_output_float32_statistics_and_gradients():
     """In bfloat16 the output is bfloat16 and everything else float32, as nn.BatchNorm keeps
-    them; the output is the float32 result rounded once (within bfloat16's unit roundoff of it)."""
+    them; the output is the float32 result rounded once (within bfloat16's unit roundoff)."""
     x = jax.random.normal(jax.random.key(0), (4, 3, 3, 6))
     module = BatchNorm(use_running_average=False, dtype=jnp.bfloat16, **ARGS)
     variables = _perturbed(jax.jit(module.init)(jax.random.key(2), x))
@@ -83,4 +86,5 @@ def test_bfloat16_output_float32_statistics_and_gradients():
 
 def test_refuses_the_fast_variance():
     with pytest.raises(ValueError, match="variance"):
-        jax.eval_shape(BatchNorm(use_fast_variance=True).init, jax.random.key(0), jnp.zeros((2, 3)))
+        jax.eval_shape(BatchNorm(use_fast_variance=True).init, jax.random.key(0),
+                       jnp.zeros((2, 3)))

@@ -1,9 +1,10 @@
 """The train step timed in the process that compiled it, with what might undo the slowdown
 such a process shows against one that loaded the step from the compilation cache.
 
-    .venv/bin/python experiments/cifar10_time/compiled_in_process.py --roundtrip   # fresh, then serialised and loaded back
+    .venv/bin/python experiments/cifar10_time/compiled_in_process.py --roundtrip
     .venv/bin/python experiments/cifar10_time/compiled_in_process.py --trim --pause 15
 
+`--roundtrip` alternates the fresh executable with itself serialised and loaded back.
 α 0.25, stem 1, batch 64 unless given; prints img/s (median step) per timing.
 """
 import argparse
