@@ -57,7 +57,8 @@ def main(argv=None):
     step_bytes = max(estimated_step_bytes(row["config"], row["batch"], row["mode"] != "infer")
                      for row in rows)
     applied = process.keep_freed_memory(step_bytes)
-    info = {**machine_info(), "keep_freed_memory": applied,
+    info = {**machine_info(), "allocator": "tcmalloc" if process.uses_tcmalloc() else "glibc",
+            "keep_freed_memory": applied,
             "single_arena": applied and process.needs_single_arena(step_bytes)}
     peak = matmul_peak(512 if args.smoke else 2048)
     print(machine_line(info), flush=True)
@@ -187,9 +188,10 @@ def machine_line(info: dict) -> str:
     return (f"# {info['cpu']} | {info['cpu_count']} cores | backend {info['backend']} "
             f"({info['device_kind']}) | jax {info['versions']['jax']} flax "
             f"{info['versions']['flax']} optax {info['versions']['optax']} python "
-            f"{info['versions']['python']} | keep freed memory "
-            f"{'on' if info['keep_freed_memory'] else 'off'}"
-            f"{', single arena' if info['single_arena'] else ''}")
+            f"{info['versions']['python']} | {info['allocator']}"
+            + (f", keep freed memory {'on' if info['keep_freed_memory'] else 'off'}"
+               f"{', single arena' if info['single_arena'] else ''}"
+               if info["allocator"] == "glibc" else ""))
 
 
 def data_mode(args, command: str) -> dict:
@@ -232,4 +234,5 @@ def write_json(result: dict, path: str) -> None:
 
 
 if __name__ == "__main__":
+    process.exec_with_tcmalloc()
     main()

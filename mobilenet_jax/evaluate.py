@@ -60,4 +60,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    process.exec_with_tcmalloc()
     main()

@@ -2,7 +2,10 @@
 the library): the allocator, the compilation cache, quiet third-party start-up and failure
 logs, stop signals, absl's flags.
 
-Allocator: XLA:CPU allocates a step's temporary buffer (tens to hundreds of MB) afresh for
+Allocator: where the system has tcmalloc, the commands run under it (`exec_with_tcmalloc`).
+With glibc's malloc, a process that compiled a step runs it markedly slower than one that only
+loaded it from the compilation cache; under tcmalloc both run alike, and faster
+(experiments/host_memory). Without tcmalloc, XLA:CPU allocates a step's temporary buffer (tens to hundreds of MB) afresh for
 every call and frees it after. glibc serves blocks that large with mmap and returns them with
 munmap, so every step page-faults the whole buffer in again (experiments/host_memory). Telling
 glibc never to mmap (the heap serves everything) and never to trim the heap makes the freed
@@ -154,6 +157,50 @@ class StopSignals:
             signal.signal(s, handler)
 
 
+ALLOCATOR_VARIABLE = "MOBILENET_JAX_ALLOCATOR"  # "glibc": keep glibc's malloc
+TCMALLOC_NAMES = ("tcmalloc_minimal", "tcmalloc")   # gperftools' libraries, as ld.so names them
+
+
+def tcmalloc_library() -> Optional[str]:
+    """The system's tcmalloc as the dynamic loader finds it (e.g. 'libtcmalloc_minimal.so.4',
+    Debian's and Ubuntu's libtcmalloc-minimal4), or None."""
+    import ctypes.util
+    return next(filter(None, map(ctypes.util.find_library, TCMALLOC_NAMES)), None)
+
+
+def tcmalloc_environment(environ, library: Optional[str]) -> Optional[dict]:
+    """The environment to run the command again in, with `library` preloaded; None where it
+    runs as it is: no library, $MOBILENET_JAX_ALLOCATOR=glibc, or already preloaded."""
+    preloaded = environ.get("LD_PRELOAD", "")
+    if (library is None or environ.get(ALLOCATOR_VARIABLE, "tcmalloc") == "glibc"
+            or library in preloaded.replace(":", " ").split()):
+        return None
+    return {**environ, "LD_PRELOAD": f"{library} {preloaded}".strip(),
+            # A step's buffer can pass tcmalloc's 1 GiB "large alloc" report: not news here.
+            "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": environ.get(
+                "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))}
+
+
+def exec_with_tcmalloc() -> None:
+    """Run this command again, in place, with the system's tcmalloc preloaded; a no-op where
+    there is none or it is loaded already. Entry points only, first thing: nothing before it
+    survives the exec."""
+    if not sys.platform.startswith("linux"):
+        return
+    environ = tcmalloc_environment(os.environ, tcmalloc_library())
+    if environ is not None:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environ)
+
+
+def uses_tcmalloc() -> bool:
+    """Whether tcmalloc serves this process's malloc."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return "tcmalloc" in maps.read()
+    except OSError:
+        return False
+
+
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc's mallopt numbers (malloc.h)
 # XLA's worker threads allocate from glibc's per-thread arenas, whose heaps hold at most
 # 64 MiB (HEAP_MAX_SIZE on 64-bit): a larger block is mmapped whatever M_MMAP_MAX says.
@@ -167,7 +214,8 @@ def needs_single_arena(step_bytes: int) -> bool:
 
 def keep_freed_memory(step_bytes: int = 0) -> bool:
     """Make glibc malloc keep freed memory (no mmap, no trimming). True if it was applied;
-    False where there is no glibc `mallopt` (macOS, musl reports failure).
+    False under tcmalloc (which keeps it anyway) and where there is no glibc `mallopt` (macOS,
+    musl reports failure).
 
     `step_bytes`: the expected size of a step's temporary buffer. Past a thread arena's heap,
     every thread allocates from the main arena instead, whose heap grows without that limit:
@@ -176,7 +224,7 @@ def keep_freed_memory(step_bytes: int = 0) -> bool:
     keeps the arena it first allocated from. `models.memory.estimated_step_bytes` estimates
     the step's buffer.
     """
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or uses_tcmalloc():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -1,6 +1,9 @@
 """Host memory (process.keep_freed_memory, models.memory): a freed large block is reused
-without page faults, and the step-buffer estimate that decides the allocator tracks XLA's own."""
+without page faults, and the step-buffer estimate that decides the allocator tracks XLA's own;
+the commands run under tcmalloc where the system has it (process.exec_with_tcmalloc)."""
 import ctypes
+import json
+import os
 import subprocess
 import sys
 
@@ -8,12 +11,12 @@ import jax
 import numpy as np
 import pytest
 
-from mobilenet_jax import Config
+from mobilenet_jax import Config, process
 from mobilenet_jax.benchmarks.throughput import synthetic_batch
 from mobilenet_jax.core import steps
 from mobilenet_jax.core.parallel import Devices
 from mobilenet_jax.models.memory import estimated_step_bytes
-from helpers import optimized
+from helpers import REPO, optimized
 
 # Allocate SIZE, touch every page, free it, allocate again and touch again (in a new thread
 # when asked, as XLA's workers do); print the minor page faults of the second round. 64 MiB is
@@ -52,7 +55,8 @@ def _second_round_faults(apply: bool, size: int = 64 << 20, in_thread: bool = Fa
     return out[0] == "True", int(out[1])
 
 
-GLIBC = sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
+GLIBC = (sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
+         and "tcmalloc" not in os.environ.get("LD_PRELOAD", ""))
 
 
 @pytest.mark.skipif(not GLIBC, reason="keep_freed_memory acts on glibc malloc only")
@@ -137,3 +141,37 @@ def test_commands_set_the_allocator_before_any_thread_starts(command, subset_dir
     out = subprocess.run([sys.executable, "-c", COMMAND_PROBE, command, *args], check=True,
                          capture_output=True, text=True).stdout
     assert out.split() == ["0", "False", "True"], out
+
+
+def test_tcmalloc_environment():
+    lib = "libtcmalloc_minimal.so.4"
+    env = process.tcmalloc_environment({"PATH": "/bin"}, lib)
+    assert env["LD_PRELOAD"] == lib and env["PATH"] == "/bin"
+    assert int(env["TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"]) >= 1 << 40
+    # A user's preloads and report threshold stay; a library already preloaded is not again.
+    env = process.tcmalloc_environment(
+        {"LD_PRELOAD": "libfoo.so", "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": "5"}, lib)
+    assert env["LD_PRELOAD"] == f"{lib} libfoo.so"
+    assert env["TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"] == "5"
+    assert process.tcmalloc_environment({"LD_PRELOAD": f"libfoo.so:{lib}"}, lib) is None
+    assert process.tcmalloc_environment({"LD_PRELOAD": env["LD_PRELOAD"]}, lib) is None
+    # No library on the system, or the user keeps glibc's malloc: the command runs as it is.
+    assert process.tcmalloc_environment({}, None) is None
+    assert process.tcmalloc_environment({process.ALLOCATOR_VARIABLE: "glibc"}, lib) is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or process.tcmalloc_library() is None,
+                    reason="the system has no tcmalloc (Debian, Ubuntu: apt install "
+                           "libtcmalloc-minimal4)")
+@pytest.mark.parametrize("allocator", ["tcmalloc", "glibc"])
+def test_command_runs_under_tcmalloc_unless_told_otherwise(allocator, tmp_path):
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env[process.ALLOCATOR_VARIABLE] = allocator
+    subprocess.run([sys.executable, "-m", "mobilenet_jax.benchmark", "--smoke", "--mode",
+                    "infer", "--alphas", "0.1", "--json", str(out)],
+                   cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
+    machine = json.loads(out.read_text())["machine"]
+    assert machine["allocator"] == allocator
+    # glibc's settings are made only where glibc's malloc serves the process.
+    assert machine["keep_freed_memory"] == (allocator == "glibc")
