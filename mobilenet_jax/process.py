@@ -5,11 +5,11 @@ logs, stop signals, absl's flags.
 Allocator: where the system has tcmalloc, the commands run under it (`exec_with_tcmalloc`).
 With glibc's malloc, a process that compiled a step runs it markedly slower than one that only
 loaded it from the compilation cache; under tcmalloc both run alike, and faster
-(experiments/host_memory). Without tcmalloc, XLA:CPU allocates a step's temporary buffer (tens to hundreds of MB) afresh for
-every call and frees it after. glibc serves blocks that large with mmap and returns them with
-munmap, so every step page-faults the whole buffer in again (experiments/host_memory). Telling
-glibc never to mmap (the heap serves everything) and never to trim the heap makes the freed
-buffer reusable by the next step. The cost: the process keeps its peak memory until it exits,
+(experiments/host_memory). Without tcmalloc: XLA:CPU allocates a step's temporary buffer (tens
+to hundreds of MB) afresh for every call and frees it after. glibc serves blocks that large
+with mmap and returns them with munmap, so every step page-faults the whole buffer in again.
+Telling glibc never to mmap (the heap serves everything) and never to trim the heap makes the
+freed buffer reusable by the next step. The cost: the process keeps its peak memory until it exits,
 which is what a training or benchmark process does anyway.
 """
 import contextlib
@@ -214,8 +214,8 @@ def needs_single_arena(step_bytes: int) -> bool:
 
 def keep_freed_memory(step_bytes: int = 0) -> bool:
     """Make glibc malloc keep freed memory (no mmap, no trimming). True if it was applied;
-    False under tcmalloc (which keeps it anyway) and where there is no glibc `mallopt` (macOS,
-    musl reports failure).
+    False under tcmalloc (which reuses freed memory itself) and where there is no glibc
+    `mallopt` (macOS, musl reports failure).
 
     `step_bytes`: the expected size of a step's temporary buffer. Past a thread arena's heap,
     every thread allocates from the main arena instead, whose heap grows without that limit:

@@ -2,9 +2,10 @@
 another program (a train step of another width) is compiled in the same process, then the
 first step is timed again; also the page faults and the context switches per step.
 
-    .venv/bin/python -m mobilenet_jax.benchmark --alphas 0.25 --stem-stride 1 --batch-size 64 --mode train --compile-cache /tmp/cc   # fills the cache
-    MOBILENET_JAX_ALLOCATOR=glibc .venv/bin/python experiments/host_memory/compile_slows_step.py /tmp/cc
-    LD_PRELOAD=libtcmalloc_minimal.so.4 .venv/bin/python experiments/host_memory/compile_slows_step.py /tmp/cc
+    python -m mobilenet_jax.benchmark --alphas 0.25 --stem-stride 1 --batch-size 64 \
+        --mode train --compile-cache /tmp/cc                            # fills the cache
+    python experiments/host_memory/compile_slows_step.py /tmp/cc   # glibc's malloc
+    LD_PRELOAD=libtcmalloc_minimal.so.4 python experiments/host_memory/compile_slows_step.py /tmp/cc
 
 With the cache filled, the step is loaded from it, not compiled, so the first timing is of a
 process that has compiled nothing large. The allocator is what the process was started with
