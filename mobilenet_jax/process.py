@@ -9,8 +9,8 @@ loaded it from the compilation cache; under tcmalloc both run alike, and faster
 to hundreds of MB) afresh for every call and frees it after. glibc serves blocks that large
 with mmap and returns them with munmap, so every step page-faults the whole buffer in again.
 Telling glibc never to mmap (the heap serves everything) and never to trim the heap makes the
-freed buffer reusable by the next step. The cost: the process keeps its peak memory until it exits,
-which is what a training or benchmark process does anyway.
+freed buffer reusable by the next step. The cost: the process keeps its peak memory until it
+exits, which is what a training or benchmark process does anyway.
 """
 import contextlib
 import ctypes
@@ -185,7 +185,7 @@ def exec_with_tcmalloc() -> None:
     """Run this command again, in place, with the system's tcmalloc preloaded; a no-op where
     there is none or it is loaded already. Entry points only, first thing: nothing before it
     survives the exec."""
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or uses_tcmalloc():  # however it was loaded
         return
     environ = tcmalloc_environment(os.environ, tcmalloc_library())
     if environ is not None:

@@ -175,3 +175,25 @@ def test_command_runs_under_tcmalloc_unless_told_otherwise(allocator, tmp_path):
     assert machine["allocator"] == allocator
     # glibc's settings are made only where glibc's malloc serves the process.
     assert machine["keep_freed_memory"] == (allocator == "glibc")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or process.tcmalloc_library() is None,
+                    reason="the system has no tcmalloc (Debian, Ubuntu: apt install "
+                           "libtcmalloc-minimal4)")
+def test_no_second_start_where_tcmalloc_is_loaded_already():
+    """Preloaded under another name (its full path), tcmalloc is not preloaded again: the
+    process carries on without starting again."""
+    library = process.tcmalloc_library()
+    # The file the loader takes for that name, from a child that loads it.
+    probe = (f"import ctypes; ctypes.CDLL({library!r}); "
+             f"print(next(l.split()[-1] for l in open('/proc/self/maps') if {library!r} in l))")
+    path = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    assert path.startswith("/") and path != library
+    script = ("import os; from mobilenet_jax import process; print('start', flush=True); "
+              "process.exec_with_tcmalloc(); print(os.environ['LD_PRELOAD'])")
+    env = {**os.environ, "LD_PRELOAD": path}
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                         text=True, env=env, cwd=REPO).stdout.split()
+    assert out == ["start", path], out
+
