@@ -10,9 +10,9 @@ import pytest
 from flax import linen as nn
 from numerics import U_BFLOAT16, as_float64, assert_same, assert_within, float64, gamma
 
-from mobilenet_jax.models.layers import (DEPTHWISE_FORMS, KERNELS, FewChannelConv,
-                                         PointwiseConv, SlicedDepthwiseConv, conv_kernels,
-                                         materialize)
+from mobilenet_jax.models.layers import (DEPTHWISE_FORMS, KERNELS, PATCH_MATMUL_MIN_FEATURES,
+                                         FewChannelConv, PointwiseConv, SlicedDepthwiseConv,
+                                         conv_kernels, materialize)
 from mobilenet_jax.models.mobilenet import MobileNetV1
 from mobilenet_jax.models.spec import KERNEL_POLICIES, PAD1, resolve_kernels
 
@@ -157,11 +157,13 @@ def test_pointwise_matmul_matches_conv(shape, features, max_sliced_inputs):
         jax.eval_shape(PointwiseConv(features, (3, 3)).init, jax.random.key(0), x)
 
 
-@pytest.mark.parametrize("in_channels,features", [(3, 3), (3, 32), (1, 5)])
+@pytest.mark.parametrize("in_channels,features", [(3, 3), (1, 5), (3, PATCH_MATMUL_MIN_FEATURES),
+                                                  (3, 32)])
 @pytest.mark.parametrize("strides", [1, 2])
 @pytest.mark.parametrize("size", [7, 8])
 def test_few_channel_conv_matches_conv(in_channels, features, strides, size):
-    """The stem's sliced conv equals nn.Conv: same params, values and both gradients."""
+    """The stem's sliced conv equals nn.Conv: same params, values and both gradients (the
+    kernel gradient as the conv's and, from PATCH_MATMUL_MIN_FEATURES outputs, as a matmul)."""
     x = jax.random.normal(jax.random.key(size), (2, size, size + 1, in_channels))
     ref = nn.Conv(features, (3, 3), strides=strides, padding=PAD1, use_bias=False)
     _assert_same_as_conv(FewChannelConv(features, (3, 3), strides=strides, padding=PAD1), ref, x)
@@ -172,13 +174,15 @@ def test_few_channel_conv_matches_conv(in_channels, features, strides, size):
 @pytest.mark.parametrize("padding,size", [(((3, 0), (0, 2)), 1), (((3, 0), (0, 2)), 6),
                                           (((0, 0), (2, 1)), 5), (((0, 0), (0, 0)), 4)])
 @pytest.mark.parametrize("strides", [1, 2])
-def test_few_channel_conv_uneven_padding(padding, size, strides):
+@pytest.mark.parametrize("features", [4, PATCH_MATMUL_MIN_FEATURES])
+def test_few_channel_conv_uneven_padding(padding, size, strides, features):
     """Padding on one side only, and taps that read nothing but padding (size 1 with 3 rows
     before it): the windows are sliced from the unpadded input, so the edges must still be
     zeros in the right places."""
     x = jax.random.normal(jax.random.key(size), (2, size, size + 2, 3))
-    ref = nn.Conv(4, (3, 3), strides=strides, padding=padding, use_bias=False)
-    _assert_same_as_conv(FewChannelConv(4, (3, 3), strides=strides, padding=padding), ref, x)
+    ref = nn.Conv(features, (3, 3), strides=strides, padding=padding, use_bias=False)
+    _assert_same_as_conv(FewChannelConv(features, (3, 3), strides=strides, padding=padding),
+                         ref, x)
 
 
 def test_materialize_is_identity_and_keeps_nan():

@@ -174,7 +174,8 @@ def few_channel_conv(x, kernel, strides, padding):
     convolution of a 3-channel input is slower (experiments/stem_cpu), and so is a matmul
     with 3 inputs (experiments/pointwise_cpu). The backward is the
     convolution's (for 1x1, the matmul's) own VJP, which the sliced form's autodiff (a
-    reduction over the batch per kernel entry) does not beat.
+    reduction over the batch per kernel entry) does not beat; from PATCH_MATMUL_MIN_FEATURES
+    outputs on, the kernel gradient is one matmul of the input's patches instead.
     """
     out_hw = _out_hw(x, kernel, strides, padding)
     out = None
@@ -194,8 +195,29 @@ def _few_channel_fwd(x, kernel, strides, padding):
     return few_channel_conv(x, kernel, strides, padding), (x, kernel)
 
 
+# XLA:CPU's kernel gradient of a conv with this many outputs of 3 inputs took longer than
+# building the patches and one matmul, natively and at AVX2 (experiments/stem_cpu).
+PATCH_MATMUL_MIN_FEATURES = 16
+
+
+def _patch_kernel_grad(x, g, kernel_shape, strides, padding):
+    """The kernel gradient of a conv as (patches)ᵀ x (output gradient): patches is
+    (positions, kh*kw*C_in), each output position's input window in the kernel's HWIO order."""
+    kh, kw = kernel_shape[:2]
+    windows = [_window_of_padded(x, i, j, g.shape[1:3], strides, padding)
+               for i in range(kh) for j in range(kw)]
+    patches = jnp.concatenate(windows, -1).reshape(-1, kh * kw * x.shape[-1])
+    accumulate = jnp.promote_types(g.dtype, jnp.float32)
+    dk = jnp.matmul(patches.T, g.reshape(-1, g.shape[-1]), preferred_element_type=accumulate)
+    return dk.reshape(kernel_shape)
+
+
 def _few_channel_bwd(strides, padding, residuals, g):
-    return jax.vjp(lambda x, k: _conv(x, k, strides, padding), *residuals)[1](g)
+    x, kernel = residuals
+    dx, dk = jax.vjp(lambda x, k: _conv(x, k, strides, padding), x, kernel)[1](g)
+    if kernel.shape[:2] != (1, 1) and kernel.shape[-1] >= PATCH_MATMUL_MIN_FEATURES:
+        dk = _patch_kernel_grad(x, g, kernel.shape, strides, padding)  # the conv's dk unused
+    return dx, dk.astype(kernel.dtype)
 
 
 few_channel_conv.defvjp(_few_channel_fwd, _few_channel_bwd)
