@@ -22,6 +22,8 @@ for rep in $(seq 1 $REPS); do
     (cd $dir && PYTHONPATH=$PWD XLA_FLAGS="$flags" $PY -m mobilenet_jax.benchmark --alphas $a \
       --stem-stride $s --batch-size $BATCHES --mode train --compile-cache off --min-time 3 \
       --json $json > /dev/null)
+    # the JSON's command names its file from this checkout, as the commands in READMEs do
+    sed -i "s#--json $json#--json $OUT/${name}_r${rep}_a${a}_s${s}.json#" $OUT/${name}_r${rep}_a${a}_s${s}.json
     echo "$(date -u +%T) $name round $rep alpha $a stem $s done"
   done; done; done
 done
