@@ -18,12 +18,13 @@ for rep in $(seq 1 $REPS); do
   for a in $ALPHAS; do for s in $STEMS; do for v in $VARIANTS; do
     name=${v%%=*}; spec=${v#*=}; dir=${spec%%@*}; flags=""
     [[ $spec == *@* ]] && flags=${spec#*@}
-    json=$(realpath -m --relative-to=$dir $OUT)/${name}_r${rep}_a${a}_s${s}.json
+    file=${name}_r${rep}_a${a}_s${s}.json
+    json=$(realpath -m --relative-to=$dir $OUT)/$file
     (cd $dir && PYTHONPATH=$PWD XLA_FLAGS="$flags" $PY -m mobilenet_jax.benchmark --alphas $a \
       --stem-stride $s --batch-size $BATCHES --mode train --compile-cache off --min-time 3 \
       --json $json > /dev/null)
     # the JSON's command names its file from this checkout, as the commands in READMEs do
-    sed -i "s#--json $json#--json $OUT/${name}_r${rep}_a${a}_s${s}.json#" $OUT/${name}_r${rep}_a${a}_s${s}.json
+    sed -i "s#--json $json#--json $OUT/$file#" $OUT/$file
     echo "$(date -u +%T) $name round $rep alpha $a stem $s done"
   done; done; done
 done

@@ -214,10 +214,10 @@ def _patch_kernel_grad(x, g, kernel_shape, strides, padding):
 
 def _few_channel_bwd(strides, padding, residuals, g):
     x, kernel = residuals
-    dx, dk = jax.vjp(lambda x, k: _conv(x, k, strides, padding), x, kernel)[1](g)
-    if kernel.shape[:2] != (1, 1) and kernel.shape[-1] >= PATCH_MATMUL_MIN_FEATURES:
-        dk = _patch_kernel_grad(x, g, kernel.shape, strides, padding)  # the conv's dk unused
-    return dx, dk.astype(kernel.dtype)
+    if kernel.shape[:2] == (1, 1) or kernel.shape[-1] < PATCH_MATMUL_MIN_FEATURES:
+        return jax.vjp(lambda x, k: _conv(x, k, strides, padding), x, kernel)[1](g)
+    dx, = jax.vjp(lambda x: _conv(x, kernel, strides, padding), x)[1](g)
+    return dx, _patch_kernel_grad(x, g, kernel.shape, strides, padding).astype(kernel.dtype)
 
 
 few_channel_conv.defvjp(_few_channel_fwd, _few_channel_bwd)
