@@ -2,6 +2,7 @@
 over blocks of rows) against other ways of writing the same sums, at the stem-1 layer shapes.
 
     python experiments/depthwise_cpu/kernel_grad_forms.py [--calls 30]
+    python experiments/depthwise_cpu/kernel_grad_forms.py --forms blocked,wide --layers 128,16,64,2 128,8,128,1
 
 dk[i, j, c] = sum over (n, y, x) of window_ij(xp)[n, y, x, c] * g[n, y, x, c]. Forms:
 - `blocked` (what the `cpu` policy runs): the nine products in one variadic reduction over
@@ -74,15 +75,21 @@ FORMS = {"blocked": blocked, "wide": wide, "slices": slices, "stacked": stacked}
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--calls", type=int, default=30)
+    ap.add_argument("--forms", default=",".join(FORMS), help="comma-separated, blocked first")
+    ap.add_argument("--layers", nargs="+", metavar="BATCH,SIDE,CHANNELS,STRIDE",
+                    help="layer shapes (default: the stem-1 ones of LAYERS)")
     args = ap.parse_args()
-    print(f"{'batch side ch stride':>21} " + " ".join(f"{k + ' ms':>11}" for k in FORMS)
+    forms = [FORMS[name] for name in args.forms.split(",")]
+    layers = ([tuple(int(v) for v in spec.split(",")) for spec in args.layers] if args.layers
+              else LAYERS)
+    print(f"{'batch side ch stride':>21} " + " ".join(f"{f.__name__ + ' ms':>11}" for f in forms)
           + "  blocked GB/s")
-    for n, side, c, s in LAYERS:
+    for n, side, c, s in layers:
         xp = jax.random.normal(jax.random.key(0), (n, side + 2, side + 2, c))
         g = jax.random.normal(jax.random.key(1), (n, side // s, side // s, c))
         want = np.asarray(jax.jit(blocked, static_argnums=2)(xp, g, s))
         row = []
-        for form in FORMS.values():
+        for form in forms:
             fn = jax.jit(form, static_argnums=2)
             got = np.asarray(fn(xp, g, s))
             # float32 sums of ~1e5 unit-variance products in different orders.
