@@ -5,13 +5,13 @@ over blocks of rows) against other ways of writing the same sums, at the stem-1 
     python experiments/depthwise_cpu/kernel_grad_forms.py --forms blocked,wide --layers 128,16,64,2 128,8,128,1
 
 dk[i, j, c] = sum over (n, y, x) of window_ij(xp)[n, y, x, c] * g[n, y, x, c]. Forms:
-- `blocked` (what the `cpu` policy runs): the nine products in one variadic reduction over
+- `blocked` (what the `cpu` policy runs, `layers._depthwise_kernel_grad`): the nine products in one variadic reduction over
   blocks of rows, (blocks, rows * out_w, C), then over the blocks;
 - `wide`: the same with each row whole in the minor axis, (blocks, rows, out_w * C);
 - `slices`: each product's batch cut in 8 slices added elementwise, then one channel sum;
 - `stacked`: the nine products stacked on a new axis, one single-output sum.
 Prints ms per call (median), and GB/s of the blocked form (xp and g read once), with each
-form checked against `blocked`.
+form checked against the first (`--forms` lists blocked first).
 """
 import argparse
 
@@ -24,7 +24,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mobilenet_jax.benchmarks.timing import time_steps  # noqa: E402
-from mobilenet_jax.models.layers import _rows_per_block, _window  # noqa: E402
+from mobilenet_jax.models.layers import (  # noqa: E402
+    _depthwise_kernel_grad, _rows_per_block, _window)
 
 # (batch, side, channels, stride): α 0.25 at batch 128 and α 1.0 at batch 64, stem 1.
 LAYERS = [(128, 32, 8, 1), (128, 32, 16, 2), (128, 16, 32, 1), (128, 4, 128, 1),
@@ -42,10 +43,8 @@ def _variadic_sum(products, axis):
 
 
 def blocked(xp, g, s):
-    n, out_h, out_w, c = g.shape
-    rows = _rows_per_block(n * out_h, out_w * c * 8)
-    parts = [p.reshape(n * out_h // rows, rows * out_w, c) for p in _products(xp, g, s)]
-    return jnp.stack(_variadic_sum(parts, 1)).sum(1)
+    c = g.shape[-1]
+    return _depthwise_kernel_grad(xp, g, (3, 3, c), (s, s)).reshape(9, c)
 
 
 def wide(xp, g, s):
@@ -87,11 +86,11 @@ def main():
     for n, side, c, s in layers:
         xp = jax.random.normal(jax.random.key(0), (n, side + 2, side + 2, c))
         g = jax.random.normal(jax.random.key(1), (n, side // s, side // s, c))
-        want = np.asarray(jax.jit(blocked, static_argnums=2)(xp, g, s))
-        row = []
+        row, want = [], None
         for form in forms:
             fn = jax.jit(form, static_argnums=2)
             got = np.asarray(fn(xp, g, s))
+            want = got if want is None else want  # the first form's (blocked's) sums
             # float32 sums of ~1e5 unit-variance products in different orders.
             np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
             res = time_steps(lambda: fn(xp, g, s), jax.block_until_ready, warmup=2,

@@ -97,6 +97,25 @@ def _rows_per_block(rows, row_bytes):
     return max(d for d in range(1, min(rows, fit) + 1) if rows % d == 0)
 
 
+def _depthwise_kernel_grad(xp, g, kernel_shape, strides):
+    """dk[i, j, c]: the sum over batch and positions of tap (i, j)'s window of the padded
+    input xp times the output gradient g, in float32 at least (bfloat16 sums in float32).
+
+    All taps in one variadic reduction: one pass over xp and g instead of one per tap
+    (experiments/cpu_layers). It sums blocks of rows first, each small enough to stay in
+    cache: XLA:CPU reduces one channel after another, re-reading every row per channel.
+    """
+    (kh, kw, _), (n, out_h, out_w, channels) = kernel_shape, g.shape
+    accumulate = jnp.promote_types(g.dtype, jnp.float32)
+    rows = _rows_per_block(n * out_h, out_w * channels * (g.dtype.itemsize + xp.dtype.itemsize))
+    products = tuple((_window(xp, i, j, (out_h, out_w), strides) * g).astype(accumulate)
+                     .reshape(n * out_h // rows, rows * out_w, channels)
+                     for i in range(kh) for j in range(kw))
+    blocks = jax.lax.reduce(products, (jnp.zeros((), accumulate),) * len(products),
+                            lambda a, b: tuple(u + v for u, v in zip(a, b)), (1,))
+    return jnp.stack(blocks).sum(1).reshape(kernel_shape)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def depthwise_conv_vjp(x, kernel, strides, padding):
     """Depthwise conv, NHWC x (kh, kw, C) kernel, explicit ((lo, hi), (lo, hi)) padding.
@@ -133,19 +152,7 @@ def _depthwise_bwd(strides, padding, residuals, g):
     zero = jnp.zeros((), g.dtype)
     gp = jax.lax.pad(g, zero, ((0, 0, 0), (lo_h, hi_h, sh - 1), (lo_w, hi_w, sw - 1), (0, 0, 0)))
     dx = _shifted_sum(gp, kernel[::-1, ::-1].astype(g.dtype), (h, w), (1, 1))
-    # Kernel gradient: for each tap, the sum over batch and positions of window * gradient,
-    # all taps in one variadic reduction: one pass over xp and g instead of one per tap
-    # (experiments/cpu_layers). It sums blocks of rows first, each small enough to stay in
-    # cache: XLA:CPU reduces one channel after another, re-reading every row per channel.
-    n, out_h, out_w, channels = g.shape
-    accumulate = jnp.promote_types(g.dtype, jnp.float32)  # bfloat16 sums in float32
-    rows = _rows_per_block(n * out_h, out_w * channels * (g.dtype.itemsize + xp.dtype.itemsize))
-    products = tuple((_window(xp, i, j, (out_h, out_w), strides) * g).astype(accumulate)
-                     .reshape(n * out_h // rows, rows * out_w, channels)
-                     for i in range(kh) for j in range(kw))
-    blocks = jax.lax.reduce(products, (jnp.zeros((), accumulate),) * len(products),
-                            lambda a, b: tuple(u + v for u, v in zip(a, b)), (1,))
-    dk = jnp.stack(blocks).sum(1).reshape(kernel.shape).astype(kernel.dtype)
+    dk = _depthwise_kernel_grad(xp, g, kernel.shape, strides).astype(kernel.dtype)
     return dx.astype(xp.dtype), dk
 
 
