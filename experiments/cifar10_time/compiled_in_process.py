@@ -15,10 +15,8 @@ import jax
 from jax.experimental import serialize_executable
 
 from mobilenet_jax import Config, process
-from mobilenet_jax.benchmarks.throughput import synthetic_batch
+from mobilenet_jax.benchmarks.throughput import SyntheticTrainStep
 from mobilenet_jax.benchmarks.timing import time_steps
-from mobilenet_jax.core import steps
-from mobilenet_jax.core.parallel import Devices
 from mobilenet_jax.models.memory import estimated_step_bytes
 
 
@@ -35,30 +33,19 @@ def main():
     config = Config(width_multiplier=args.alpha, stem_stride=args.stem_stride,
                     batch_size=args.batch_size)
     process.keep_freed_memory(estimated_step_bytes(config, args.batch_size))  # as `train`
-    devices = Devices(args.batch_size)
-    batch = devices.global_batch(synthetic_batch(args.batch_size, config.network.num_classes))
-    training = steps.build(config, 100)
-    state = training.new_state(jax.random.key(0), devices)
-    rng = jax.random.key(1)
-    fresh = training.jit_steps(devices).train.lower(state, batch, rng).compile()
-    variants = [("fresh", fresh)]
+    step = SyntheticTrainStep(config, 100)
+    variants = [("fresh", step.compiled)]
     if args.roundtrip:
-        loaded = serialize_executable.deserialize_and_load(*serialize_executable.serialize(fresh))
-        variants = [("fresh", fresh), ("loaded back", loaded)]
+        variants.append(("loaded back", serialize_executable.deserialize_and_load(
+            *serialize_executable.serialize(step.compiled))))
     time.sleep(args.pause)
     if args.trim:
         ctypes.CDLL(None).malloc_trim(0)
     for name, compiled in variants * 2:
-        holder = [state]
-
-        def one():
-            holder[0], metrics = compiled(holder[0], batch, rng)
-            return metrics
-        res = time_steps(one, jax.block_until_ready, warmup=2, min_steps=10, min_time_s=4,
+        step.compiled = compiled
+        res = time_steps(step, jax.block_until_ready, warmup=2, min_steps=10, min_time_s=4,
                          max_time_s=20)
-        state = holder[0]
         print(f"{name}: {args.batch_size / res['median_step_s']:.0f} img/s", flush=True)
-
 
 if __name__ == "__main__":
     main()

@@ -15,10 +15,8 @@ import time
 import jax
 
 from mobilenet_jax import Config, process
-from mobilenet_jax.core import steps
+from mobilenet_jax.benchmarks.throughput import SyntheticTrainStep
 from mobilenet_jax.models.memory import estimated_step_bytes
-from mobilenet_jax.benchmarks.throughput import synthetic_batch
-from mobilenet_jax.core.parallel import Devices
 
 
 def main():
@@ -35,21 +33,15 @@ def main():
                   "single": process.THREAD_HEAP_BYTES + 1, "per-thread": 0}[args.arenas]
     applied = process.keep_freed_memory(step_bytes) if args.keep_freed_memory else False
     single = applied and process.needs_single_arena(step_bytes)
-    devices = Devices(config.recipe.batch_size)
-    batch = devices.global_batch(synthetic_batch(config.recipe.batch_size,
-                                                 config.network.num_classes))
-    training = steps.build(config)
-    state = training.new_state(jax.random.key(0), devices)
-    step = training.jit_steps(devices).train.lower(state, batch, jax.random.key(1)).compile()
-    temp_mb = step.memory_analysis().temp_size_in_bytes / 2**20
+    step = SyntheticTrainStep(config)
+    temp_mb = step.compiled.memory_analysis().temp_size_in_bytes / 2**20
     for _ in range(3):
-        state, metrics = step(state, batch, jax.random.key(1))
+        metrics = step()
     jax.block_until_ready(metrics)
 
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     for _ in range(args.steps):
-        state, metrics = step(state, batch, jax.random.key(1))
-        jax.block_until_ready(metrics)
+        jax.block_until_ready(step())
     wall = (time.perf_counter() - start) / args.steps
     after = resource.getrusage(resource.RUSAGE_SELF)
     per_step = lambda field: (getattr(after, field) - getattr(before, field)) / args.steps

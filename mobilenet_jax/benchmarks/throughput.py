@@ -45,32 +45,42 @@ def forward_mult_adds(config: Config) -> int:
     return totals(summarize(model, config.data.resolution))["mult_adds"]
 
 
+class SyntheticTrainStep:
+    """The train step `train` runs, compiled for one synthetic batch, with the state it carries
+    from call to call (the step donates its state): each call runs one step."""
+
+    def __init__(self, config: Config, steps_per_epoch: int = STEPS_PER_EPOCH):
+        self.devices = Devices(config.recipe.batch_size)
+        self.batch = self.devices.global_batch(
+            synthetic_batch(config.recipe.batch_size, config.network.num_classes))
+        self.rng = jax.random.key(1)
+        training = steps.build(config, steps_per_epoch)
+        self.state = training.new_state(jax.random.key(0), self.devices)
+        t = time.perf_counter()
+        self.compiled = training.jit_steps(self.devices).train.lower(
+            self.state, self.batch, self.rng).compile()
+        self.compile_s = time.perf_counter() - t
+
+    def __call__(self):
+        self.state, metrics = self.compiled(self.state, self.batch, self.rng)
+        return metrics
+
+
 def bench_train(config: Config, timing: dict, pipeline: bool,
                 cache_hits: Callable[[], int] = lambda: 0, compile_only: bool = False) -> dict:
     """`cache_hits`: how many compiles the compilation cache has served so far (to tell a
     compile from a load). `compile_only`: the compile time alone."""
-    devices = Devices(config.recipe.batch_size)
-    local = synthetic_batch(config.recipe.batch_size, config.network.num_classes)
-    batch = devices.global_batch(local)
-    rng = jax.random.key(1)
-
-    training = steps.build(config, STEPS_PER_EPOCH)
-    state = training.new_state(jax.random.key(0), devices)
-    t, hits = time.perf_counter(), cache_hits()
-    compiled = training.jit_steps(devices).train.lower(state, batch, rng).compile()
-    compile_s, cached = time.perf_counter() - t, cache_hits() > hits
+    hits = cache_hits()
+    step = SyntheticTrainStep(config)
+    cached = cache_hits() > hits
     if compile_only:
-        return {"compile_s": compile_s, "compile_cached": cached}
-    holder = [state]  # the step donates its state: carry the new one into the next call
-
-    def one():
-        holder[0], metrics = compiled(holder[0], batch, rng)
-        return metrics
-    res = time_steps(one, jax.block_until_ready, **timing)
-    res.update(compile_s=compile_s, compile_cached=cached,
+        return {"compile_s": step.compile_s, "compile_cached": cached}
+    res = time_steps(step, jax.block_until_ready, **timing)
+    res.update(compile_s=step.compile_s, compile_cached=cached,
                img_per_s=config.recipe.batch_size / res["median_step_s"],
-               memory=memory_info(compiled))
-    del compiled, state, holder
+               memory=memory_info(step.compiled))
+    devices, batch = step.devices, step.batch
+    del step  # its state and executable, before the pipeline's own
     if pipeline:
         res["pipeline"] = bench_pipeline(config, devices, batch, res, timing)
     return res
