@@ -5,8 +5,9 @@ over blocks of rows) against other ways of writing the same sums, at the stem-1 
     python experiments/depthwise_cpu/kernel_grad_forms.py --forms blocked,wide --layers 128,16,64,2 128,8,128,1
 
 dk[i, j, c] = sum over (n, y, x) of window_ij(xp)[n, y, x, c] * g[n, y, x, c]. Forms:
-- `blocked` (what the `cpu` policy runs, `layers._depthwise_kernel_grad`): the nine products in one variadic reduction over
-  blocks of rows, (blocks, rows * out_w, C), then over the blocks;
+- `blocked` (what the `cpu` policy runs: `layers._depthwise_kernel_grad`): the nine products
+  in one variadic reduction over blocks of rows, (blocks, rows * out_w, C), then over the
+  blocks;
 - `wide`: the same with each row whole in the minor axis, (blocks, rows, out_w * C);
 - `slices`: each product's batch cut in 8 slices added elementwise, then one channel sum;
 - `stacked`: the nine products stacked on a new axis, one single-output sum.

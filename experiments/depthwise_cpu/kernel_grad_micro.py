@@ -5,7 +5,8 @@ formulation does XLA:CPU run fastest?
 
 dk[i, j, c] = sum over (n, y, x) of window_ij(xp)[n, y, x, c] * g[n, y, x, c], for the padded
 input xp and the output gradient g, both materialised first as in `layers._depthwise_bwd`:
-- `taps`: what the `cpu` policy ran when this was measured: nine (slice, multiply, reduce) column sums;
+- `taps`: what the `cpu` policy ran when this was measured: nine (slice, multiply, reduce)
+  column sums;
 - `variadic`: one variadic `lax.reduce` over the nine products, which lets XLA read the
   windows in place instead of copying each;
 - `variadic x2`: the same on each half of the batch, two independent ops for the two cores;
