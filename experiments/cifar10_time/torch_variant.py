@@ -5,7 +5,7 @@ is ours in one or both of the two ways the script's differs:
 - `--black-padding`: the 4-pixel padding added before standardising, so it is black (the
   script pads the standardised images with 0, the mean colour).
 
-    python experiments/cifar10_time/torch_variant.py --per-image-crop [--black-padding] OUT.py
+    python experiments/cifar10_time/torch_variant.py [--per-image-crop] [--black-padding] OUT.py
 
 The rest of the script is unchanged; OUT.py imports spec.py from the original's folder.
 """
