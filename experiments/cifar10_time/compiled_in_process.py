@@ -47,5 +47,6 @@ def main():
                          max_time_s=20)
         print(f"{name}: {args.batch_size / res['median_step_s']:.0f} img/s", flush=True)
 
+
 if __name__ == "__main__":
     main()
