@@ -80,6 +80,8 @@ def main():
                     help="layer shapes (default: the stem-1 ones of LAYERS)")
     args = ap.parse_args()
     forms = [FORMS[name] for name in args.forms.split(",")]
+    if forms[0] is not blocked:  # the reference sums and the GB/s column are the first form's
+        ap.error("--forms must list blocked first")
     layers = ([tuple(int(v) for v in spec.split(",")) for spec in args.layers] if args.layers
               else LAYERS)
     print(f"{'batch side ch stride':>21} " + " ".join(f"{f.__name__ + ' ms':>11}" for f in forms)
