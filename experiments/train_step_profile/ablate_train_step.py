@@ -87,6 +87,7 @@ def main():
                              batch_size=a.batch_size, kernels=a.kernels)
                for alpha in [float(v) for v in a.alphas.split(",")]}
     # The CLIs' allocator, set for the largest step: no variant pays page faults they do not.
+    process.exec_with_tcmalloc()
     process.keep_freed_memory(max(estimated_step_bytes(cfg, a.batch_size)
                                   for cfg in configs.values()))
     for alpha, cfg in configs.items():

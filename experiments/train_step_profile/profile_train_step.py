@@ -60,6 +60,7 @@ def main():
     config = Config(width_multiplier=args.alpha, stem_stride=args.stem_stride,
                     kernels=args.kernels, batch_size=args.batch_size)
     # The allocator of the CLIs, so the profile does not show page faults they do not pay.
+    process.exec_with_tcmalloc()
     process.keep_freed_memory(estimated_step_bytes(config, config.recipe.batch_size,
                                                            args.mode == "train"))
     devices = Devices(config.recipe.batch_size)
@@ -114,7 +115,8 @@ def main():
     batch = config.recipe.batch_size
     print(f"{args.mode}: alpha {args.alpha}, stem {args.stem_stride}, "
           f"kernels {config.compute.kernels}, batch {batch}: "
-          f"{step_ms:.1f} ms per step untraced ({batch / step_ms * 1e3:,.0f} img/s)")
+          f"{step_ms:.1f} ms per step untraced ({batch / step_ms * 1e3:,.0f} img/s), "
+          f"{'tcmalloc' if process.uses_tcmalloc() else 'glibc malloc'}")
     print(f"{'ms/step':>8} {'calls':>6}  op kind (ops inside)")
     for (name, ops), ms in per_kind.most_common(args.top):
         print(f"{ms:8.2f} {calls[(name, ops)]:6.0f}  {name} ({', '.join(ops)})")
