@@ -41,7 +41,7 @@ def _train_outputs_and_grads(module, variables, x, weights):
     return aux, grads
 
 
-@pytest.mark.parametrize("shape", [(4, 5, 6, 3), (2, 1, 1, 8), (7, 16)])
+@pytest.mark.parametrize("shape", [(4, 5, 6, 3), (2, 1, 1, 8), (3, 5, 4), (7, 16)])
 def test_same_as_flax_batch_norm_in_training(shape):
     x = 3 * jax.random.normal(jax.random.key(0), shape) + 2  # a mean far from 0
     weights = jax.random.normal(jax.random.key(1), shape)
