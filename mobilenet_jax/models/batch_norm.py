@@ -31,17 +31,22 @@ def _channel_sums(a, b):
 
 
 def _stats(x, stats_dtype):
+    """The channels' mean, then their variance by the corrected two-pass formula:
+    (sum(d^2) - sum(d)^2 / n) / n with d = x - mean, where sum(d) is 0 but for the mean's
+    rounding error (Chan, Golub and LeVeque, 1983)."""
     xf = x.astype(stats_dtype)
-    axes = tuple(range(x.ndim - 1))
-    mean = xf.mean(axes)
+    n = x.size // x.shape[-1]
+    mean = xf.mean(tuple(range(x.ndim - 1)))
     centred = xf - mean
-    return mean, (centred * centred).mean(axes)
+    sum_squares, sum_centred = _channel_sums(centred * centred, centred)
+    return mean, (sum_squares - sum_centred * sum_centred / n) / n
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def batch_norm_train(x, scale, bias, epsilon, stats_dtype):
     """(y, mean, var): x normalised over all axes but the last with the batch's mean and
-    (biased) variance, as nn.BatchNorm(use_fast_variance=False) computes them."""
+    (biased) variance, nn.BatchNorm(use_fast_variance=False)'s (in exact arithmetic; here
+    with the mean's rounding error corrected)."""
     return _fwd(x, scale, bias, epsilon, stats_dtype)[0]
 
 
