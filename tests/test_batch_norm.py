@@ -10,7 +10,7 @@ import pytest
 from flax import linen as nn
 from numerics import U_BFLOAT16, as_float64, assert_same, float64
 
-from mobilenet_jax.models.batch_norm import BatchNorm
+from mobilenet_jax.models.batch_norm import BatchNorm, _variance
 
 pytestmark = pytest.mark.numerics
 
@@ -54,6 +54,19 @@ def test_same_as_flax_batch_norm_in_training(shape):
         x, weights, variables = as_float64((x, weights, _perturbed(variables)))
         assert_same(_train_outputs_and_grads(module, variables, x, weights),
                     _train_outputs_and_grads(reference, variables, x, weights))
+
+
+def test_variance_from_deviations_about_any_constant():
+    """The variance from deviations about the mean (the statistics' case, where the correction
+    is only the mean's rounding error) and about constants far from it (where the correction
+    is most of the sum), against numpy's in float64. The constants are at most 5 standard
+    deviations from the mean, so cancellation costs at most a factor 26 over float64's
+    roundoff, summed over 24 values per channel: 1e-12 relative bounds it with room."""
+    with float64():
+        x = 3 * jax.random.normal(jax.random.key(0), (2, 3, 4, 5), jnp.float64) + 2
+        want = np.var(np.asarray(x), axis=(0, 1, 2))
+        for shift in (x.mean((0, 1, 2)), 0.0, x.mean((0, 1, 2)) + 15 * jnp.arange(5) / 4):
+            np.testing.assert_allclose(_variance(x - shift), want, rtol=1e-12)
 
 
 def test_same_as_flax_batch_norm_in_eval_mode():

@@ -44,7 +44,8 @@ def group(name, shape, inside):
         return "XLA dots (kernel gradients)"
     n = elements(shape)
     return ("other ops, output >= 512 Ki elements" if n >= 1 << 19 else
-            "other ops, 64-512 Ki elements" if n >= 1 << 16 else "other ops, smaller")
+            "other ops, 64-512 Ki elements" if n >= 1 << 16 else
+            "other ops, output < 64 Ki elements")
 
 
 def main(first, second):

@@ -20,7 +20,7 @@ def _channel_sums(a, b):
 
     Both in one pass of XLA's own reduction over the second-to-last axis, then over the rows
     left: on XLA:CPU faster than two whole sums, which it hands to YNNPACK, at every
-    BatchNorm's shape and most on two cores (experiments/cpu_layers)."""
+    BatchNorm shape measured, on one core and on two (experiments/cpu_layers)."""
     if a.ndim < 3:
         return a.sum(tuple(range(a.ndim - 1))), b.sum(tuple(range(b.ndim - 1)))
     rows = (-1, *a.shape[-2:])
@@ -30,16 +30,19 @@ def _channel_sums(a, b):
     return sums[0].sum(0), sums[1].sum(0)
 
 
+def _variance(d):
+    """The variance over all axes but the last of x, from d = x - K for any constant K per
+    channel: (sum(d^2) - sum(d)^2 / n) / n. With K the mean, sum(d) is that mean's rounding
+    error only: the corrected two-pass formula (Chan, Golub and LeVeque, 1983)."""
+    n = d.size // d.shape[-1]
+    sum_squares, sum_d = _channel_sums(d * d, d)
+    return (sum_squares - sum_d * sum_d / n) / n
+
+
 def _stats(x, stats_dtype):
-    """The channels' mean, then their variance by the corrected two-pass formula:
-    (sum(d^2) - sum(d)^2 / n) / n with d = x - mean, where sum(d) is 0 but for the mean's
-    rounding error (Chan, Golub and LeVeque, 1983)."""
     xf = x.astype(stats_dtype)
-    n = x.size // x.shape[-1]
     mean = xf.mean(tuple(range(x.ndim - 1)))
-    centred = xf - mean
-    sum_squares, sum_centred = _channel_sums(centred * centred, centred)
-    return mean, (sum_squares - sum_centred * sum_centred / n) / n
+    return mean, _variance(xf - mean)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
