@@ -78,7 +78,7 @@ def jax_layer_fn(kind, cin, cout, stride, kernels):
 
 def run_jax(args):
     from mobilenet_jax import process
-    process.exec_with_tcmalloc()  # the allocator the commands run under, where the system has it
+    process.exec_with_tcmalloc()  # the CLIs' allocator, where the system has it (ours only)
     process.keep_freed_memory(1 << 40 if args.single_arena else 0)
     import jax
     import jax.numpy as jnp

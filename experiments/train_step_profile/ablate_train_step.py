@@ -73,6 +73,7 @@ def run_variant(name, config, timing):
 
 
 def main():
+    process.exec_with_tcmalloc()  # the CLIs' allocator, where the system has it
     ap = argparse.ArgumentParser()
     ap.add_argument("--alphas", default="0.1,1.0")
     ap.add_argument("--stem-stride", type=int, default=2)
@@ -87,7 +88,6 @@ def main():
                              batch_size=a.batch_size, kernels=a.kernels)
                for alpha in [float(v) for v in a.alphas.split(",")]}
     # The CLIs' allocator, set for the largest step: no variant pays page faults they do not.
-    process.exec_with_tcmalloc()
     process.keep_freed_memory(max(estimated_step_bytes(cfg, a.batch_size)
                                   for cfg in configs.values()))
     for alpha, cfg in configs.items():

@@ -10,6 +10,7 @@ Groups: the channel sums YNNPACK computes (BatchNorm's statistics and gradients)
 size of their output. Times are the ops' own durations in the trace, so ops that ran at once
 on different cores both count.
 """
+import pathlib
 import re
 import sys
 from collections import defaultdict
@@ -20,7 +21,7 @@ LINE = re.compile(r"\s*([\d.]+)\s+\d+\s+(\S+)\s+(\S*)\s*(\(.*\))?$")
 def per_op(path):
     """{op name: (ms per step, output shape, ops inside)} from a --per-op profile."""
     ops = {}
-    for line in open(path).read().splitlines()[2:]:
+    for line in pathlib.Path(path).read_text().splitlines()[2:]:
         m = LINE.match(line)
         if m:
             ops[m.group(2)] = (float(m.group(1)), m.group(3), m.group(4) or "")
@@ -57,7 +58,7 @@ def main(first, second):
         g[1] += a[name][0]
         g[2] += b[name][0]
     for path in (first, second):
-        print(open(path).readline().strip())
+        print(pathlib.Path(path).read_text().splitlines()[0])
     print("\n| ops | how many | first ms | second ms | first / second |")
     print("|---|---|---|---|---|")
     for name, (n, t1, t2) in sorted(sums.items(), key=lambda kv: -kv[1][2]):

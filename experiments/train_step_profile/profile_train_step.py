@@ -45,6 +45,7 @@ def op_kinds(hlo_text):
 
 
 def main():
+    process.exec_with_tcmalloc()  # the CLIs' allocator, where the system has it
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--stem-stride", type=int, default=2)
@@ -60,7 +61,6 @@ def main():
     config = Config(width_multiplier=args.alpha, stem_stride=args.stem_stride,
                     kernels=args.kernels, batch_size=args.batch_size)
     # The allocator of the CLIs, so the profile does not show page faults they do not pay.
-    process.exec_with_tcmalloc()
     process.keep_freed_memory(estimated_step_bytes(config, config.recipe.batch_size,
                                                            args.mode == "train"))
     devices = Devices(config.recipe.batch_size)

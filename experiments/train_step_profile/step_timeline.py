@@ -21,13 +21,13 @@ GROUP = 10
 
 
 def main():
+    process.exec_with_tcmalloc()  # the CLIs' allocator, where the system has it
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--alpha", type=float, default=0.1)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
     config = Config(width_multiplier=args.alpha)
-    process.exec_with_tcmalloc()  # the CLIs' allocator
     process.keep_freed_memory(estimated_step_bytes(config, args.batch_size, train=False))
     model = MobileNetV1(**config.model_kwargs())
     x = jax.random.normal(jax.random.key(0), (args.batch_size, 32, 32, 3))
