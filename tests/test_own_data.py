@@ -215,9 +215,10 @@ def test_a_dataset_too_large_for_memory_is_refused_before_reading(monkeypatch):
 
 def test_a_short_run_evaluates_as_it_trained(tmp_path):
     """30 steps with the defaults (one checkpoint, at the end): the checkpoint's recomputed
-    BatchNorm statistics evaluate the test split near perfectly, where the same weights with
-    the running statistics (what evaluate ran before, measured at chance in
-    experiments/eval_statistics) do not."""
+    BatchNorm statistics evaluate the test split near perfectly, the same weights with the
+    running statistics (what evaluate ran before) worse: after 30 steps those are still
+    mostly their initial values, and such runs evaluated at chance (one class of three) or
+    with two classes right (experiments/eval_statistics), as seed and rounding fall."""
     write_colour_folder(tmp_path / "colours")  # the short-run case of experiments/eval_statistics
     train(Config(image_folder=str(tmp_path / "colours"), width_multiplier=0.25, epochs=6,
                  batch_size=32, val_fraction=0, progress=False, checkpoint_every=6,
@@ -231,8 +232,9 @@ def test_a_short_run_evaluates_as_it_trained(tmp_path):
         return sums["top1"] / sums["count"]
 
     assert model.state.precise_batch_stats is not None
-    assert top1(model.state) >= 0.9
-    assert top1(model.state.replace(precise_batch_stats=None)) < 0.6
+    recomputed = top1(model.state)
+    assert recomputed >= 0.9
+    assert top1(model.state.replace(precise_batch_stats=None)) < recomputed
 
 
 def test_an_array_record_dataset_trains_and_evaluates_where_tensorflow_cannot_be_imported(
