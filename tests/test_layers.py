@@ -12,7 +12,7 @@ from numerics import U_BFLOAT16, as_float64, assert_same, assert_within, float64
 
 from mobilenet_jax.models.layers import (DEPTHWISE_FORMS, KERNELS, PATCH_MATMUL_MIN_FEATURES,
                                          FewChannelConv, PointwiseConv, SlicedDepthwiseConv,
-                                         conv_kernels, materialize)
+                                         conv_kernels, materialize, on_buffers)
 from mobilenet_jax.models.mobilenet import MobileNetV1
 from mobilenet_jax.models.spec import KERNEL_POLICIES, PAD1, resolve_kernels
 
@@ -196,6 +196,21 @@ def test_materialize_is_identity_and_keeps_nan():
     bad = a.at[0, 0].set(jnp.inf)
     out = jax.jit(materialize)(bad, b)
     assert bool(jnp.all(jnp.isnan(out[0]))) and bool(jnp.all(jnp.isnan(out[1])))
+
+
+def test_on_buffers_is_the_function_and_keeps_nan():
+    def f(a, b):
+        return {"sum": a.sum(0), "scaled": b * 2}
+
+    a = jnp.arange(6.0).reshape(2, 3)
+    b = -jnp.ones((4,), jnp.bfloat16)
+    out = jax.jit(lambda a, b: on_buffers(f, a, b))(a, b)
+    np.testing.assert_array_equal(out["sum"], [3.0, 5.0, 7.0])
+    np.testing.assert_array_equal(out["scaled"].astype(np.float32), np.full(4, -2.0))
+    assert out["scaled"].dtype == jnp.bfloat16
+    # A non-finite first element of the first operand must not be silently dropped.
+    out = jax.jit(lambda a, b: on_buffers(f, a, b))(a.at[0, 0].set(jnp.nan), b)
+    assert all(bool(jnp.all(jnp.isnan(v))) for v in jax.tree.leaves(out))
 
 
 def test_the_policy_names_known_without_flax_are_the_formulations():

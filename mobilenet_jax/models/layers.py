@@ -86,6 +86,19 @@ def materialize(*arrays):
                         lambda *a: tuple(v + (first * 0).astype(v.dtype) for v in a), *arrays)
 
 
+def on_buffers(f, *args):
+    """f(*args) in a conditional's branch: its operands are computed once into buffers of their
+    own, and its outputs written once (an identity branch would copy them). The untaken
+    branch, for a non-finite first element of args[0], gives all-NaN outputs.
+    """
+    first = args[0].reshape(-1)[0]
+
+    def nans(*a):
+        return jax.tree.map(lambda o: jnp.full(o.shape, jnp.nan, o.dtype), jax.eval_shape(f, *a))
+
+    return jax.lax.cond(jnp.isfinite(first), f, nans, *args)
+
+
 # A reduction block's operands fit in the L2 cache of any x86-64 core (256 KiB and up); block
 # sizes from 8 to 512 KiB ran alike (experiments/cpu_layers).
 REDUCTION_BLOCK_BYTES = 128 * 1024
@@ -135,12 +148,7 @@ def _depthwise_fwd(x, kernel, strides, padding):
     return out, (xp, kernel)
 
 
-def _depthwise_bwd(strides, padding, residuals, g):
-    xp, kernel = residuals
-    # Each once: else the backward of BatchNorm and the activation (in g), and the previous
-    # layer's pad, BatchNorm and activation (in xp), are recomputed in every consumer below
-    # (the largest cost of this backward before: experiments/train_step_profile).
-    g, xp = materialize(g, xp)
+def _depthwise_grads(g, xp, kernel, strides, padding):
     (kh, kw, _), (sh, sw) = kernel.shape, strides
     (pt, pb), (pl, pr) = padding
     h, w = xp.shape[1] - pt - pb, xp.shape[2] - pl - pr
@@ -154,6 +162,16 @@ def _depthwise_bwd(strides, padding, residuals, g):
     dx = _shifted_sum(gp, kernel[::-1, ::-1].astype(g.dtype), (h, w), (1, 1))
     dk = _depthwise_kernel_grad(xp, g, kernel.shape, strides).astype(kernel.dtype)
     return dx.astype(xp.dtype), dk
+
+
+def _depthwise_bwd(strides, padding, residuals, g):
+    xp, kernel = residuals
+    # Operands once, outputs once: else the backward of BatchNorm and the activation (in g)
+    # and the previous layer's pad (in xp) are recomputed in every nine-tap consumer, and
+    # the input gradient in both passes of the previous BatchNorm's backward
+    # (experiments/depthwise_cpu).
+    grads = functools.partial(_depthwise_grads, strides=strides, padding=padding)
+    return on_buffers(grads, g, xp, kernel)
 
 
 depthwise_conv_vjp.defvjp(_depthwise_fwd, _depthwise_bwd)
