@@ -79,7 +79,8 @@ def materialize(*arrays):
     activation, a pad) is recomputed inside every consumer: nine times over in a 3x3
     depthwise conv. A conditional's operands are always materialized. Its branches must
     differ or XLA merges them away: the untaken one turns a non-finite first element into
-    all-NaN, so a NaN still propagates.
+    all-NaN, so a NaN still propagates. The taken one copies the arrays: where their consumer
+    can run in the branch, `on_buffers` saves the copy.
     """
     first = arrays[0].reshape(-1)[0]
     return jax.lax.cond(jnp.isfinite(first), lambda *a: a,
