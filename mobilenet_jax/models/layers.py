@@ -168,9 +168,9 @@ def _depthwise_grads(g, xp, kernel, strides, padding):
 def _depthwise_bwd(strides, padding, residuals, g):
     xp, kernel = residuals
     # Operands once, outputs once: else the backward of BatchNorm and the activation (in g)
-    # and the previous layer's pad (in xp) are recomputed in every nine-tap consumer, and
-    # the input gradient in both passes of the previous BatchNorm's backward
-    # (experiments/depthwise_cpu).
+    # and the previous layer's pad, BatchNorm and activation (in xp) are recomputed in every
+    # nine-tap consumer, and the input gradient in both passes of the previous BatchNorm's
+    # backward (experiments/depthwise_cpu).
     grads = functools.partial(_depthwise_grads, strides=strides, padding=padding)
     return on_buffers(grads, g, xp, kernel)
 
