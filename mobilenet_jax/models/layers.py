@@ -72,25 +72,15 @@ def _shifted_sum(xp, kernel, out_hw, strides):
     return out
 
 
-def materialize(*arrays):
-    """The arrays, computed once into buffers of their own (an identity for finite values).
+def on_buffers(f, *args):
+    """f(*args) in a conditional's branch: its operands are computed once into buffers of their
+    own, and its outputs written once.
 
     XLA:CPU drops `optimization_barrier` before fusion, so a cheap producer (BatchNorm, the
     activation, a pad) is recomputed inside every consumer: nine times over in a 3x3
     depthwise conv. A conditional's operands are always materialized. Its branches must
-    differ or XLA merges them away: the untaken one turns a non-finite first element into
-    all-NaN, so a NaN still propagates. The taken one copies the arrays: where their consumer
-    can run in the branch, `on_buffers` saves the copy.
-    """
-    first = arrays[0].reshape(-1)[0]
-    return jax.lax.cond(jnp.isfinite(first), lambda *a: a,
-                        lambda *a: tuple(v + (first * 0).astype(v.dtype) for v in a), *arrays)
-
-
-def on_buffers(f, *args):
-    """f(*args) in a conditional's branch: its operands are computed once into buffers of their
-    own, and its outputs written once (an identity branch would copy them). The untaken
-    branch, for a non-finite first element of args[0], gives all-NaN outputs.
+    differ or XLA merges them away: the untaken one, for a non-finite first element of
+    args[0], gives all-NaN outputs, so a NaN still propagates.
     """
     first = args[0].reshape(-1)[0]
 
@@ -98,6 +88,13 @@ def on_buffers(f, *args):
         return jax.tree.map(lambda o: jnp.full(o.shape, jnp.nan, o.dtype), jax.eval_shape(f, *a))
 
     return jax.lax.cond(jnp.isfinite(first), f, nans, *args)
+
+
+def materialize(*arrays):
+    """The arrays, computed once into buffers of their own (an identity for finite values;
+    all-NaN for a non-finite first element). The branch copies them: where their consumer
+    can run in the branch, `on_buffers(consumer, *arrays)` saves the copy."""
+    return on_buffers(lambda *a: a, *arrays)
 
 
 # A reduction block's operands fit in the L2 cache of any x86-64 core (256 KiB and up); block
